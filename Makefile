@@ -1,0 +1,24 @@
+# Entry points; each target installs what it needs first (see hack/).
+SHELL := /bin/bash
+VENV := .venv
+EXAMPLE ?= examples/minilm.yaml
+
+.PHONY: setup binaries example test test-fast
+
+setup:
+	hack/setup.sh
+
+binaries:
+	hack/build-k8s.sh
+
+# Convert a real model end to end, locally, and print the report summary.
+example: setup
+	$(VENV)/bin/modelconv run $(EXAMPLE)
+
+# The whole suite: unit, pipeline, real control plane, S3 server and helm.
+test: setup binaries
+	$(VENV)/bin/python -m pytest -ra
+
+# Everything that needs neither the control plane nor slow example conversions.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -ra -m "not cluster and not slow"

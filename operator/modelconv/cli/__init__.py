@@ -1,0 +1,48 @@
+"""The `modelconv` command line.
+
+Each command group lives in its own module with a `register(subparsers)` function; heavy
+libraries (torch, onnx, coremltools) are imported inside command handlers only, so
+`modelconv operator` and `modelconv agent` start without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command modules, in the order their commands appear in `--help`.
+COMMAND_MODULES = (
+    "modelconv.cli.run_commands",  # run, schema, stage
+    "modelconv.cli.release_commands",  # verify, releases, promote
+    "modelconv.cli.cluster_commands",  # operator, apply, crd
+    "modelconv.cli.runner_commands",  # agent, runners
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelconv",
+        description="Convert PyTorch and ONNX models to validated Core ML packages.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show stack traces on errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name != name:
+                raise
+            continue  # that command group is not built yet
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Classified failures shared by the pipeline, the store, the CLI and the controller.
+
+Every failure that a user can act on is a `ConversionError` with a CamelCase `reason` (the
+value that ends up in a status condition) and a message that says what to fix. Permanent
+failures stop a run; transient ones (`permanent=False`) may be retried by whoever runs the
+stage.
+"""
+
+from __future__ import annotations
+
+# Reasons, as they appear in status conditions, reports and `--output json`.
+INVALID_SPEC = "InvalidSpec"
+SOURCE_NOT_FOUND = "SourceNotFound"
+INVALID_MODEL = "InvalidModel"
+EXPORT_FAILED = "ExportFailed"
+CONVERSION_FAILED = "ConversionFailed"
+UNSUPPORTED_OPERATOR = "UnsupportedOperator"
+TOLERANCE_EXCEEDED = "ToleranceExceeded"
+STORE_UNAVAILABLE = "StoreUnavailable"
+ACCESS_DENIED = "AccessDenied"
+VERSION_EXISTS = "VersionExists"
+INTEGRITY_FAILED = "IntegrityFailed"
+
+# Exit codes of `modelconv run` and `modelconv stage`.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+# Reasons that mean the user's input must change; the CLI maps them to EXIT_BAD_INPUT.
+BAD_INPUT_REASONS = frozenset({INVALID_SPEC, SOURCE_NOT_FOUND, INVALID_MODEL})
+
+
+class ConversionError(Exception):
+    """A classified failure: `reason` is CamelCase, `message` tells the user what to do."""
+
+    def __init__(self, reason: str, message: str, *, permanent: bool = True):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.permanent = permanent
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_BAD_INPUT if self.reason in BAD_INPUT_REASONS else EXIT_FAILED
+
+
+class InvalidSpec(ConversionError):
+    """The ModelConversion document is invalid; `path` names the offending field."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(INVALID_SPEC, f"{path}: {message}" if path else message)
+        self.path = path

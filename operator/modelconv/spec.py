@@ -1,0 +1,506 @@
+"""Typed models of the ModelConversion resource (`modelconv.io/v1alpha1`).
+
+These models are the single source of the resource's shape: `modelconv run` validates files
+with them, `modelconv schema` prints their JSON Schema, and the CRD in `crds/` is generated
+from them. Field names are camelCase in YAML, as Kubernetes resources spell them.
+
+Unknown fields are rejected with their path, so a typo never silently falls back to a
+default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from .errors import InvalidSpec
+
+API_GROUP = "modelconv.io"
+API_VERSION = f"{API_GROUP}/v1alpha1"
+KIND = "ModelConversion"
+
+# A ranged dimension is written "MIN..MAX"; an integer-or-string field keeps the CRD schema
+# structural (Kubernetes rejects a union of integer and object).
+RANGE_PATTERN = r"^[0-9]+\.\.[0-9]+$"
+# Model names and versions become S3 key segments: no slashes, no "..", bounded length.
+MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?$"
+CHANNEL_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+# Local path, file:// or s3://bucket/key.
+URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file://.+|[^:]+)$"
+FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# --- source -----------------------------------------------------------------------------
+
+
+class FileSource(SpecModel):
+    """A model file located by local path, `file://` or `s3://` URI."""
+
+    uri: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=URI_PATTERN,
+        description="Location of the file: a local path, file:///abs/path or s3://bucket/key.",
+    )
+    sha256: Optional[str] = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="Expected lowercase hex SHA-256 of the file; the run fails when it differs.",
+    )
+
+
+class FactoryWeights(FileSource):
+    """Weights loaded into a factory-built module, without unpickling arbitrary objects."""
+
+    format: Literal["safetensors", "stateDict"] = Field(
+        default="safetensors",
+        description=(
+            "safetensors, or stateDict: a torch.save'd state dict read with "
+            "torch.load(weights_only=True)."
+        ),
+    )
+
+
+class FactorySource(SpecModel):
+    """A Python callable that returns an `nn.Module`, importable in the stage's environment."""
+
+    entrypoint: str = Field(
+        pattern=FACTORY_PATTERN,
+        description="`module:function` returning a torch.nn.Module, e.g. torchvision.models:mobilenet_v3_small.",
+    )
+    kwargs: dict[str, Union[str, int, float, bool]] = Field(
+        default_factory=dict,
+        description="Keyword arguments passed to the factory (scalars only).",
+    )
+    weights: Optional[FactoryWeights] = Field(
+        default=None, description="Weights to load into the module with strict key matching."
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        description="torch.manual_seed applied before the factory runs, so random init is reproducible.",
+    )
+
+
+class Source(SpecModel):
+    """Where the model comes from: exactly one of the four kinds."""
+
+    exported_program: Optional[FileSource] = Field(
+        default=None, description="A torch.export ExportedProgram file (.pt2)."
+    )
+    torchscript: Optional[FileSource] = Field(
+        default=None, description="A TorchScript file loaded with torch.jit.load."
+    )
+    onnx: Optional[FileSource] = Field(default=None, description="An ONNX model file.")
+    factory: Optional[FactorySource] = Field(
+        default=None, description="A Python factory that builds the module."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Source":
+        kinds = [k for k in SOURCE_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "set exactly one of exportedProgram, torchscript, onnx or factory"
+                f" (found {len(kinds)}: {', '.join(to_camel(k) for k in kinds) or 'none'})"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The source kind in snake_case: exported_program, torchscript, onnx or factory."""
+        return next(k for k in SOURCE_KINDS if getattr(self, k) is not None)
+
+
+SOURCE_KINDS = ("exported_program", "torchscript", "onnx", "factory")
+
+
+# --- inputs and outputs -----------------------------------------------------------------
+
+Dim = Annotated[
+    Union[Annotated[int, Field(ge=1)], Annotated[str, Field(pattern=RANGE_PATTERN)]],
+    Field(description='A fixed size (integer >= 1) or a range "MIN..MAX".'),
+]
+
+
+class ValueRange(SpecModel):
+    """Bounds of the random values generated for an input (integers: max is exclusive)."""
+
+    min: float = Field(description="Lowest value.")
+    max: float = Field(description="Upper bound (exclusive for integer inputs).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ValueRange":
+        if self.max <= self.min:
+            raise ValueError(f"max ({self.max}) must be greater than min ({self.min})")
+        return self
+
+
+class ImagePreprocessing(SpecModel):
+    """Makes the Core ML input an image; the converter adds `x * scale + bias`."""
+
+    color_layout: Literal["RGB", "BGR", "G"] = Field(default="RGB", description="Channel order.")
+    scale: float = Field(default=1.0, gt=0, description="Multiplier applied to each pixel value.")
+    bias: list[float] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Added per channel after scaling (one value per channel, or empty for 0).",
+    )
+
+
+class TensorInput(SpecModel):
+    """One model input."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Input name in ONNX and Core ML."
+    )
+    shape: list[Dim] = Field(min_length=0, max_length=8, description="Dimensions, outermost first.")
+    dtype: Literal["float32", "float16", "int32", "int64", "bool"] = Field(
+        default="float32", description="Element type the model takes."
+    )
+    values: Optional[ValueRange] = Field(
+        default=None,
+        description=(
+            "Range of the random validation values. Default: standard normal for floats, "
+            "0..10 for integers. Token-id inputs need the vocabulary size here."
+        ),
+    )
+    image: Optional[ImagePreprocessing] = Field(
+        default=None, description="Present when the Core ML input is an image."
+    )
+
+    @field_validator("shape")
+    @classmethod
+    def _ranges_ordered(cls, shape: list) -> list:
+        for index, dim in enumerate(shape):
+            if isinstance(dim, str):
+                low, high = (int(part) for part in dim.split(".."))
+                if low < 1 or high <= low:
+                    raise ValueError(
+                        f"dimension {index}: range {dim!r} needs 1 <= MIN < MAX"
+                    )
+        return shape
+
+    @property
+    def is_ranged(self) -> bool:
+        return any(isinstance(dim, str) for dim in self.shape)
+
+    def bounds(self) -> list[tuple[int, int]]:
+        """Return (min, max) per dimension; a fixed dimension has min == max."""
+        result = []
+        for dim in self.shape:
+            if isinstance(dim, int):
+                result.append((dim, dim))
+            else:
+                low, high = (int(part) for part in dim.split(".."))
+                result.append((low, high))
+        return result
+
+    def example_shape(self) -> list[int]:
+        """Return the concrete shape used for export and tracing.
+
+        A ranged dimension takes 16 clamped into its range: exporters specialize sizes 0 and
+        1, and a small size keeps tracing fast.
+        """
+        return [min(high, max(low, 16)) if low != high else low for low, high in self.bounds()]
+
+
+class TensorOutput(SpecModel):
+    """One model output, in the order the model returns them."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Output name in ONNX and Core ML."
+    )
+
+
+# --- stages -----------------------------------------------------------------------------
+
+
+class ExportSettings(SpecModel):
+    """PyTorch to ONNX export."""
+
+    opset: int = Field(default=18, ge=13, le=23, description="ONNX opset version.")
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        default="auto",
+        description="auto tries the dynamo-based exporter, then the TorchScript exporter.",
+    )
+
+
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+COMPUTE_UNITS = ("all", "cpuOnly", "cpuAndGPU", "cpuAndNeuralEngine")
+
+
+class CoreMLSettings(SpecModel):
+    """Conversion to a Core ML ML Program."""
+
+    minimum_deployment_target: Literal[DEPLOYMENT_TARGETS] = Field(  # type: ignore[valid-type]
+        default="iOS16", description="Oldest OS the package must run on."
+    )
+    precision: Literal["float16", "float32", "auto"] = Field(
+        default="float16",
+        description=(
+            "Compute precision. auto starts at float16 and keeps in float32 the ops whose "
+            "float16 results break the validation tolerances."
+        ),
+    )
+    compute_units: Literal[COMPUTE_UNITS] = Field(  # type: ignore[valid-type]
+        default="all", description="Compute units the package asks Core ML for."
+    )
+    path: Literal["auto", "export", "trace"] = Field(
+        default="auto",
+        description=(
+            "Conversion path: export (torch.export), trace (torch.jit.trace), or auto, which "
+            "tries torch.export, then torch.export with decompositions, then jit.trace."
+        ),
+    )
+
+
+class RandomSamples(SpecModel):
+    """Seeded random validation inputs; ranged dimensions are sampled at min, max and between."""
+
+    count: int = Field(default=3, ge=1, le=64, description="Number of random input sets.")
+    seed: int = Field(default=0, ge=0, description="Seed of the generator.")
+
+
+class DeviceCheck(SpecModel):
+    """On-device check by the macOS runner pool (cluster mode only)."""
+
+    enabled: bool = Field(default=False, description="Run the check on a macOS runner.")
+    required: bool = Field(
+        default=True,
+        description="When false, a missing runner skips the check instead of failing the run.",
+    )
+    compute_units: list[Literal[COMPUTE_UNITS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["cpuOnly", "all"],
+        min_length=1,
+        max_length=4,
+        description="Compute units to measure.",
+    )
+    minimum_macos: Optional[str] = Field(
+        default=None, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Lowest macOS version, e.g. 14."
+    )
+    chip: Optional[str] = Field(
+        default=None, pattern=r"^[a-z0-9]{1,16}$", description="Chip family label, e.g. m2."
+    )
+
+
+class ValidationSettings(SpecModel):
+    """Numerical comparison of every output against the PyTorch reference.
+
+    An output passes when all elements satisfy |actual - expected| <= atol + rtol * |expected|,
+    its cosine similarity is at least minCosine and its PSNR at least minPsnr.
+    """
+
+    atol: float = Field(default=1e-3, ge=0, le=10, description="Absolute tolerance.")
+    rtol: float = Field(default=1e-2, ge=0, le=1, description="Relative tolerance.")
+    min_cosine: float = Field(
+        default=0.999, ge=-1, le=1, description="Minimum cosine similarity per output."
+    )
+    min_psnr: Optional[float] = Field(
+        default=None, ge=0, le=200, description="Minimum PSNR in dB per output (optional)."
+    )
+    samples: RandomSamples = Field(default_factory=RandomSamples, description="Random inputs.")
+    samples_file: Optional[FileSource] = Field(
+        default=None,
+        description=(
+            "Recorded inputs instead of random ones: a .safetensors or .npz file (read without "
+            "pickle) whose tensors are named like the inputs, with a leading sample dimension."
+        ),
+    )
+    device: DeviceCheck = Field(default_factory=DeviceCheck, description="On-device check.")
+
+
+class PublishSettings(SpecModel):
+    """Where and under which name the release is published."""
+
+    store: Optional[str] = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+|[^:]+)$",
+        description=(
+            "Release store: s3://bucket/prefix, file:///dir or a local directory. "
+            "`modelconv run --store` overrides it."
+        ),
+    )
+    model: str = Field(pattern=MODEL_NAME_PATTERN, description="Model name: the release folder.")
+    version: str = Field(pattern=VERSION_PATTERN, description="Release version, immutable once published.")
+    channels: list[Annotated[str, Field(pattern=CHANNEL_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Channels (e.g. stable, canary) moved to this version after publishing.",
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _no_dot_segments(cls, version: str) -> str:
+        if ".." in version:
+            raise ValueError("must not contain '..'")
+        return version
+
+
+# --- cluster-only settings --------------------------------------------------------------
+
+Quantity = Annotated[
+    Union[int, Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")]],
+    Field(description="A Kubernetes quantity, e.g. 500m, 2, 4Gi."),
+]
+
+
+class Resources(SpecModel):
+    """Container resource requests and limits."""
+
+    requests: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
+    limits: dict[Literal["cpu", "memory"], Quantity] = Field(default_factory=dict)
+
+
+class StageOverride(SpecModel):
+    """Per-stage Job settings."""
+
+    image: Optional[str] = Field(
+        default=None,
+        max_length=512,
+        description="Image for this stage instead of the default stage image; must carry modelconv.",
+    )
+    resources: Optional[Resources] = Field(default=None, description="Requests and limits.")
+    active_deadline_seconds: Optional[int] = Field(default=None, ge=10, le=86400)
+    backoff_limit: Optional[int] = Field(default=None, ge=0, le=10)
+
+
+class TrainSettings(SpecModel):
+    """An optional training Job whose output becomes the source."""
+
+    image: str = Field(min_length=1, max_length=512, description="Training image.")
+    command: list[str] = Field(default_factory=list, max_length=64)
+    args: list[str] = Field(default_factory=list, max_length=256)
+    output: FileSource = Field(description="Where the training Job writes the trained model.")
+    output_kind: Literal["exportedProgram", "torchscript", "onnx"] = Field(
+        default="exportedProgram", description="Format of the trained model file."
+    )
+    resources: Optional[Resources] = None
+    active_deadline_seconds: Optional[int] = Field(default=None, ge=10, le=604800)
+
+
+class ConversionSpec(SpecModel):
+    """The desired conversion: source, signature, stage settings and release."""
+
+    source: Source = Field(description="The model to convert.")
+    inputs: list[TensorInput] = Field(min_length=1, max_length=32, description="Model inputs.")
+    outputs: list[TensorOutput] = Field(min_length=1, max_length=32, description="Model outputs.")
+    export: ExportSettings = Field(default_factory=ExportSettings)
+    coreml: CoreMLSettings = Field(default_factory=CoreMLSettings)
+    validation: ValidationSettings = Field(default_factory=ValidationSettings)
+    publish: PublishSettings
+    train: Optional[TrainSettings] = Field(default=None, description="Optional training Job.")
+    resources: Optional[Resources] = Field(default=None, description="Default stage resources.")
+    stages: dict[
+        Literal["train", "export", "convert", "validate", "device", "publish"], StageOverride
+    ] = Field(default_factory=dict, description="Per-stage Job overrides.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "ConversionSpec":
+        for label, items in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [item.name for item in items]
+            duplicates = sorted({name for name in names if names.count(name) > 1})
+            if duplicates:
+                raise ValueError(f"{label} names must be unique (repeated: {', '.join(duplicates)})")
+        return self
+
+
+class ObjectMeta(BaseModel):
+    """The subset of Kubernetes metadata that a local run reads; the rest is kept as is."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    namespace: Optional[str] = None
+
+
+class ModelConversion(SpecModel):
+    """A whole ModelConversion document."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    api_version: Literal["modelconv.io/v1alpha1"]
+    kind: Literal["ModelConversion"]
+    metadata: ObjectMeta
+    spec: ConversionSpec
+    status: Optional[dict] = None
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def _field_path(location: tuple) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif isinstance(part, str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+            # Pydantic names union branches like "int" or "constrained-str"; skip them.
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def _first_error(error: ValidationError) -> InvalidSpec:
+    details = error.errors(include_url=False)
+    # Union members each report an error; the most specific one is the deepest.
+    detail = max(details, key=lambda item: len(item["loc"]))
+    message = detail["msg"].removeprefix("Value error, ")
+    if detail["type"] == "extra_forbidden":
+        message = "unknown field; check its spelling against `modelconv schema`"
+    elif detail["type"] == "missing":
+        message = "required field is missing"
+    return InvalidSpec(_field_path(detail["loc"]), message)
+
+
+def parse_conversion(document: object) -> ModelConversion:
+    """Validate a decoded YAML/JSON document; raise `InvalidSpec` naming the field path."""
+    if not isinstance(document, dict):
+        raise InvalidSpec("", "the file must hold one YAML mapping (a ModelConversion)")
+    try:
+        return ModelConversion.model_validate(document)
+    except ValidationError as error:
+        raise _first_error(error) from None
+
+
+def load_conversion(path: str) -> ModelConversion:
+    """Read and validate a ModelConversion YAML file."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            documents = [doc for doc in yaml.safe_load_all(handle) if doc is not None]
+    except FileNotFoundError:
+        raise InvalidSpec("", f"file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InvalidSpec("", f"cannot read {path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise InvalidSpec("", f"{path} is not valid YAML: {error}") from None
+    if len(documents) != 1:
+        raise InvalidSpec("", f"{path} must hold exactly one document (found {len(documents)})")
+    return parse_conversion(documents[0])
+
+
+def json_schema() -> dict:
+    """Return the JSON Schema of a ModelConversion document (camelCase field names)."""
+    return ModelConversion.model_json_schema(by_alias=True)
