@@ -20,9 +20,12 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE_DIR=${MODELCONV_CACHE:-$HOME/.cache/modelconv}
 BIN_DIR=$CACHE_DIR/bin
 # Small, stripped binaries with no local paths in them; -s -w also shortens the link step.
-GO_BUILD_FLAGS=(-trimpath)
+# -buildvcs=false: the build modules live inside this repository, whose commit is unrelated
+# to the binaries.
+GO_BUILD_FLAGS=(-trimpath -buildvcs=false)
 STRIP_FLAGS="-s -w"
-# The module proxy only; these builds never fetch from a source host.
+# The module proxy only; these builds never fetch from a source host. -mod=readonly makes a
+# build fail, instead of editing go.mod, when the committed go.mod and go.sum are incomplete.
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
 export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 export CGO_ENABLED=0
@@ -32,8 +35,8 @@ log() { printf '[build-k8s] %s\n' "$*" >&2; }
 # Print the path of a tool's binary in the cache.
 binary_path() { printf '%s/%s-%s/%s\n' "$BIN_DIR" "$1" "$2" "$1"; }
 
-# Move a freshly built binary into the cache; the rename is atomic, so an interrupted
-# build never leaves a half-written binary that a later run would reuse.
+# Move a freshly built binary into the cache. The rename is atomic, so an interrupted build
+# never leaves a half-written binary for a later run to reuse.
 install_binary() {
     local built=$1 tool=$2 version=$3
     local target
@@ -46,8 +49,8 @@ install_binary() {
 
 # Write hack/k8s-build/go.mod for KUBE_VERSION. The release's go.mod replaces every staging
 # module (k8s.io/api, k8s.io/apiserver, ...) with a folder inside its own repository, and a
-# dependent module cannot use those folders; the proxy serves each staging module on its
-# own as v0.<minor>.<patch>, so each folder replace becomes a replace with that version.
+# dependent module cannot use those folders. The proxy serves each staging module on its own
+# as v0.<minor>.<patch>, so each folder replace becomes a replace with that version.
 generate_kube_module() {
     local module_dir=$HACK_DIR/k8s-build
     local staging_version=v0.${KUBE_VERSION#v1.}
@@ -84,8 +87,8 @@ generate_kube_module() {
         echo "require k8s.io/kubernetes $KUBE_VERSION"
         echo
         echo "replace ("
-        sed -n 's#^\s*\(k8s\.io/[^ ]*\) => ./staging/src/k8s\.io/.*$#\t\1 => \1 '"$staging_version"'#p' \
-            "$release_go_mod"
+        local pattern='^\s*\(k8s\.io/[^ ]*\) => ./staging/src/k8s\.io/.*$'
+        sed -n "s#$pattern#\t\1 => \1 $staging_version#p" "$release_go_mod"
         echo ")"
     } >"$module_dir/go.mod"
     rm -f "$module_dir/go.sum"
@@ -95,13 +98,13 @@ generate_kube_module() {
 }
 
 # Print the -ldflags value that stamps the Kubernetes version, so /version reports it.
-# The proxy carries no commit id, so gitCommit is left empty; buildDate is the release time.
+# The proxy carries no commit id, so gitCommit stays empty. buildDate is the release time.
 kube_version_ldflags() {
     local minor=${KUBE_VERSION#v1.}
     minor=${minor%%.*}
     local release_time
-    release_time=$(cd "$HACK_DIR/k8s-build" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' \
-        "k8s.io/kubernetes")
+    local time_format='{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}'
+    release_time=$(cd "$HACK_DIR/k8s-build" && go list -m -f "$time_format" k8s.io/kubernetes)
     local flags=$STRIP_FLAGS package
     for package in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
         flags+=" -X $package.gitVersion=$KUBE_VERSION"
@@ -121,7 +124,8 @@ build_kube() {
     fi
 
     local module_dir=$HACK_DIR/k8s-build
-    if [[ $REGENERATE == 1 ]] || ! grep -q "^require k8s.io/kubernetes $KUBE_VERSION$" \
+    # go mod tidy moves the require line into a block and may mark it "// indirect".
+    if [[ $REGENERATE == 1 ]] || ! grep -Eq "^(require)?\s*k8s\.io/kubernetes $KUBE_VERSION(\s|$)" \
         "$module_dir/go.mod" 2>/dev/null; then
         generate_kube_module
     fi
@@ -132,7 +136,8 @@ build_kube() {
     log "building kube-apiserver and kube-controller-manager $KUBE_VERSION (the long step)"
     local start=$SECONDS
     (cd "$module_dir" && go build "${GO_BUILD_FLAGS[@]}" -ldflags="$(kube_version_ldflags)" \
-        -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+        -o "$out/" k8s.io/kubernetes/cmd/kube-apiserver \
+        k8s.io/kubernetes/cmd/kube-controller-manager)
     log "built kube-apiserver and kube-controller-manager in $((SECONDS - start)) s"
     install_binary "$out/kube-apiserver" kube-apiserver "$KUBE_VERSION"
     install_binary "$out/kube-controller-manager" kube-controller-manager "$KUBE_VERSION"
@@ -145,7 +150,8 @@ build_etcd() {
         return
     fi
     local module_dir=$HACK_DIR/etcd-build
-    if ! grep -q "go.etcd.io/etcd/server/v3 $ETCD_VERSION$" "$module_dir/go.mod" 2>/dev/null; then
+    if ! grep -Eq "^(require)?\s*go\.etcd\.io/etcd/server/v3 $ETCD_VERSION(\s|$)" \
+        "$module_dir/go.mod" 2>/dev/null; then
         log "pinning go.etcd.io/etcd/server/v3@$ETCD_VERSION in the etcd build module"
         (cd "$module_dir" && GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" \
             && GOFLAGS=-mod=mod go mod tidy)
@@ -171,7 +177,7 @@ build_helm() {
     log "building helm $HELM_VERSION (go install helm.sh/helm/v4/cmd/helm@$HELM_VERSION)"
     local start=$SECONDS
     # go install with @version builds outside any module, from helm's own go.mod and go.sum.
-    # helm stamps its version from internal/version; ldflags make `helm version` exact.
+    # helm's source sets only "v4.3" in internal/version, so ldflags set the full version.
     GOBIN=$out GOFLAGS= go install "${GO_BUILD_FLAGS[@]}" \
         -ldflags="$STRIP_FLAGS -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" \
         "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
@@ -189,7 +195,10 @@ main() {
             --regenerate) REGENERATE=1 ;;
             kube | etcd | helm) tools+=("$arg") ;;
             -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
-            *) log "error: unknown argument '$arg'; expected --regenerate, kube, etcd or helm"; exit 2 ;;
+            *)
+                log "error: unknown argument '$arg'; expected --regenerate, kube, etcd or helm"
+                exit 2
+                ;;
         esac
     done
     [[ ${#tools[@]} -gt 0 ]] || tools=(kube etcd helm)

@@ -22,7 +22,7 @@ import yaml
 
 
 class ApiError(Exception):
-    """The API server answered a request with an error status."""
+    """The API server returned an error status for a request."""
 
     def __init__(self, status: int, reason: str, message: str, method: str, path: str):
         super().__init__(f"{method} {path} failed with {status} {reason}: {message}")
@@ -33,7 +33,7 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class Credentials:
-    """Where an API server is and how to authenticate to it."""
+    """Address of an API server and the credentials to authenticate to it."""
 
     server: str
     ca_file: Path
@@ -168,7 +168,7 @@ class KubeAPI:
                     yield json.loads(line)
 
     def healthy(self, endpoint: str) -> bool:
-        """Return whether GET `endpoint` (e.g. /readyz) answers 200 right now."""
+        """Return whether GET `endpoint` (e.g. /readyz) returns 200 right now."""
         try:
             response = self.session.get(self.credentials.server + endpoint, timeout=5)
         except requests.RequestException:

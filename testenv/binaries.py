@@ -1,4 +1,5 @@
-"""Where the test environment finds etcd, kube-apiserver, kube-controller-manager and helm.
+"""Location of the binaries of the test environment: etcd, kube-apiserver,
+kube-controller-manager and helm.
 
 hack/build-k8s.sh builds them into ${MODELCONV_CACHE:-~/.cache/modelconv}/bin/<tool>-<version>/.
 The versions are read from that script, so it is the one place where they are pinned.

@@ -2,7 +2,7 @@
 
 Everything listens on 127.0.0.1 at free ports and lives in one temporary folder, which is
 removed when the cluster stops. The API server authorizes with Node and RBAC, signs
-ServiceAccount tokens with its own key pair and knows one admin identity (a client
+ServiceAccount tokens with its own key pair and accepts one admin identity (a client
 certificate in the group system:masters). There is no kubelet and no scheduler: the node
 agent (testenv.node_agent) binds and runs pods.
 """
@@ -27,17 +27,17 @@ log = logging.getLogger(__name__)
 # not need costs no CPU; node-lifecycle is left out because the node agent is the only node
 # and its pods must not be evicted while the agent restarts.
 DEFAULT_CONTROLLERS = (
-    "job",
-    "cronjob",
-    "garbage-collector",
-    "namespace",
-    "serviceaccount",
-    "serviceaccount-token",
-    "root-ca-certificate-publisher",
-    "replicaset",
-    "deployment",
-    "ttl-after-finished",
-    "pod-garbage-collector",
+    "job-controller",
+    "cronjob-controller",
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "replicaset-controller",
+    "deployment-controller",
+    "ttl-after-finished-controller",
+    "pod-garbage-collector-controller",
 )
 
 # Only a range to allocate Service IPs from; nothing in the test cluster routes to them.
@@ -76,7 +76,7 @@ class Cluster:
         return self._path("logs")
 
     def api(self) -> KubeAPI:
-        """A client authenticated as the admin; close it when done."""
+        """Return a new client authenticated as the admin; the caller closes it."""
         return KubeAPI(self.credentials)
 
     def _path(self, relative: str) -> Path:
@@ -154,10 +154,20 @@ class Cluster:
             f"--etcd-servers={self.etcd_url}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            # The endpoint reconciler rejects a loopback address; nothing in this cluster
+            # routes through the `kubernetes` Service, so it gets no endpoints.
+            "--endpoint-reconciler-type=none",
             f"--secure-port={port}",
             f"--tls-cert-file={pki.apiserver.cert}",
             f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
+            # Front-proxy settings published for delegated authentication (the controller
+            # manager reads them at start). No front-proxy certificate is ever issued.
+            f"--requestheader-client-ca-file={pki.ca.cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
             "--authorization-mode=Node,RBAC",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.service_account_public_key}",
@@ -198,6 +208,10 @@ class Cluster:
             f"--controllers={','.join(self.controllers)}",
             f"--service-account-private-key-file={pki.service_account_key}",
             f"--root-ca-file={pki.ca.cert}",
+            # Each controller acts as its own ServiceAccount, bound by the bootstrap policy to
+            # its system:controller:* role, as in kubeadm clusters. The controller manager's own
+            # identity is not allowed to do the controllers' work.
+            "--use-service-account-credentials=true",
             "--leader-elect=false",
             "--profiling=false",
         ])
@@ -210,6 +224,7 @@ def _http_ok(url: str, ca_file: Path | None = None) -> bool:
     try:
         with requests.Session() as session:
             session.trust_env = False
-            return session.get(url, timeout=5, verify=str(ca_file) if ca_file else True).status_code == 200
+            verify = str(ca_file) if ca_file else True
+            return session.get(url, timeout=5, verify=verify).status_code == 200
     except requests.RequestException:
         return False

@@ -141,7 +141,7 @@ def issue_cluster_pki(directory: Path) -> ClusterPKI:
             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local",
         ],
     )
-    # system:masters is the group the API server always authorizes, whatever RBAC says.
+    # The API server authorizes the group system:masters for everything, whatever RBAC grants.
     admin = _issue_leaf(directory, "admin", _name("testenv-admin", "system:masters"),
                         ca_key, ca_cert)
     # The bootstrap RBAC policy binds this user name to the controller manager's role.

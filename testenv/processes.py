@@ -86,8 +86,6 @@ class ManagedProcess:
                             self.name, self.pid, timeout)
                 _signal_group(self.pid, signal.SIGKILL)
                 self.popen.wait()
-        # Children that left the group's leader behind still get the signal.
-        _signal_group(self.pid, signal.SIGKILL)
         return self.popen.returncode
 
     def kill(self) -> None:

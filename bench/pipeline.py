@@ -1,0 +1,234 @@
+"""Benchmark: `modelconv run` against the bare library calls that do the same work.
+
+For each model, every round runs two fresh processes, in alternating order:
+
+- `cli`: the installed `modelconv run FILE --output json` into a new local store, so Python
+  start-up, imports, the conversion ladder, both validations, the report and the release all
+  count;
+- `library`: this script with `--library`, one Python process that does the same work with
+  direct calls: build the module, compute reference outputs on the same seeded samples,
+  `torch.onnx.export`, ONNX Runtime on the samples, `torch.export` and `ct.convert` on the path
+  the pipeline ended up using (no ladder), the Core ML program executed by `modelconv.mil`,
+  the same figures (`compare_outputs`), then zip the package and copy the files to a folder.
+  It uses the project's spec-to-tool translations (example tensors, dynamic shapes, Core ML
+  input types, `convert_program`) so both sides convert the same program.
+
+It prints the median wall time of each side, their ratio (target: at most 1.15) and the peak
+resident memory of each process (from wait4). Usage:
+
+    python bench/pipeline.py [--rounds 3] [--models mobilenet-v3-small,minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+MODELCONV = str(Path(sys.executable).parent / "modelconv")
+MODELS = {
+    "mobilenet-v3-small": REPO / "examples" / "mobilenet-v3-small.yaml",
+    "minilm": REPO / "examples" / "minilm.yaml",
+}
+TARGET_RATIO = 1.15
+
+
+def run_measured(command: list[str], env: dict | None = None) -> tuple[float, int, str, str]:
+    """Run a command; return (wall seconds, peak RSS in MiB, stdout, stderr)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {process.returncode}:\n{stderr[-3000:]}")
+    return seconds, usage.ru_maxrss // 1024, stdout, stderr  # ru_maxrss is KiB on Linux
+
+
+def cli_round(model: str, round_index: int, scratch: Path) -> tuple[float, int, dict]:
+    document = yaml.safe_load(MODELS[model].read_text())
+    document["spec"]["publish"]["version"] = f"bench-{round_index}"
+    spec_path = scratch / f"{model}-{round_index}.yaml"
+    spec_path.write_text(yaml.safe_dump(document))
+    store = scratch / f"store-{model}-{round_index}"
+    seconds, rss, stdout, _ = run_measured(
+        [MODELCONV, "run", str(spec_path), "--store", str(store), "--output", "json"]
+    )
+    return seconds, rss, json.loads(stdout)
+
+
+def library_round(model: str, rung: str, scratch: Path) -> tuple[float, int, dict]:
+    out = scratch / f"library-{model}"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, __file__, "--library", str(MODELS[model]), "--rung", rung,
+               "--out", str(out)]
+    seconds, rss, stdout, _ = run_measured(command)
+    return seconds, rss, json.loads(stdout)
+
+
+# --- the library side -----------------------------------------------------------------------
+
+
+def library_work(spec_path: Path, rung: str, out: Path) -> dict:
+    """Do the pipeline's work with direct library calls; return the figures as a dict."""
+    import importlib
+
+    import torch
+
+    import coremltools as ct
+    import numpy as np
+    import onnxruntime
+
+    from modelconv import mil
+    from modelconv.pipeline.comparison import compare_outputs
+    from modelconv.pipeline.ladder import convert_program
+    from modelconv.pipeline.samples import random_samples
+    from modelconv.pipeline.signature import example_arguments, export_dynamic_shapes
+    from modelconv.release import zip_package
+    from modelconv.spec import load_conversion
+
+    spec = load_conversion(str(spec_path)).spec
+    out.mkdir(parents=True)
+    names = [item.name for item in spec.inputs]
+    outputs = [item.name for item in spec.outputs]
+
+    # The module and its reference outputs on the seeded samples.
+    factory = spec.source.factory
+    module_name, _, function_name = factory.entrypoint.partition(":")
+    torch.manual_seed(factory.seed)
+    module = getattr(importlib.import_module(module_name), function_name)(**factory.kwargs).eval()
+    samples = random_samples(spec)
+    with torch.no_grad():
+        for sample in samples:
+            result = module(*(torch.from_numpy(sample.inputs[name]) for name in names))
+            result = result if isinstance(result, (tuple, list)) else (result,)
+            sample.outputs = {name: tensor.numpy() for name, tensor in zip(outputs, result)}
+    expected = [sample.outputs for sample in samples]
+
+    # ONNX export and ONNX Runtime.
+    arguments = example_arguments(spec)
+    onnx_path = out / "model.onnx"
+    torch.onnx.export(module, arguments, str(onnx_path), dynamo=True,
+                      dynamic_shapes=export_dynamic_shapes(spec), input_names=names,
+                      output_names=outputs, opset_version=spec.export.opset, external_data=False)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    onnx_actual = [dict(zip(outputs, session.run(None, sample.inputs))) for sample in samples]
+
+    # Core ML on the path that works for this model, then the executor on the samples.
+    exported = torch.export.export(module, arguments, dynamic_shapes=export_dynamic_shapes(spec))
+    program = exported.run_decompositions() if "decompositions" in rung else exported.run_decompositions({})
+    precision = {"float16": ct.precision.FLOAT16, "float32": ct.precision.FLOAT32}[spec.coreml.precision]
+    dtypes = {name: np.float32 for name in outputs}
+    mlmodel = convert_program(spec, program, precision, dtypes)
+    package = out / "model.mlpackage"
+    mlmodel.save(str(package))
+    loaded = mil.load_program(package)
+    coreml_actual = [mil.execute(loaded, sample.coreml_inputs()) for sample in samples]
+
+    figures = {}
+    for runtime, actual in (("onnxruntime", onnx_actual), ("coreml", coreml_actual)):
+        figures[runtime] = [item.as_dict() for item in compare_outputs(actual, expected, outputs, spec.validation)]
+
+    # The release files.
+    release = out / "release"
+    release.mkdir()
+    zip_package(package, release / "model.mlpackage.zip")
+    shutil.copyfile(onnx_path, release / "model.onnx")
+    return figures
+
+
+# --- reporting ------------------------------------------------------------------------------
+
+
+def worst(figures: dict, runtime: str, key: str):
+    values = [row[key] for row in figures.get(runtime) or [] if row.get(key) is not None]
+    if not values:
+        return None
+    return min(values) if key == "cosine" else max(values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--library", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--rung", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.library:
+        import logging
+        import warnings
+
+        logging.disable(logging.WARNING)
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        figures = library_work(args.library, args.rung, args.out)
+        print(json.dumps(figures))
+        return 0
+
+    models = args.models.split(",")
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; {args.rounds} rounds")
+    with tempfile.TemporaryDirectory(prefix="modelconv-bench-") as scratch:
+        rows = [measure(model, args.rounds, Path(scratch)) for model in models]
+    print()
+    print("| model | `modelconv run` median | library median | ratio | peak RSS run | peak RSS library |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for row in rows:
+        print(
+            f"| {row['model']} | {row['cli']:.1f} s | {row['library']:.1f} s |"
+            f" {row['ratio']:.2f} | {row['cli_rss']} MiB | {row['library_rss']} MiB |"
+        )
+    return 0
+
+
+def measure(model: str, rounds: int, scratch: Path) -> dict:
+    cli_times, library_times, cli_rss, library_rss = [], [], [], []
+    rung = None
+    for index in range(rounds):
+        # Alternate which side goes first, so neither always runs on a warmer file cache.
+        # Round 0 starts with the CLI, which tells which conversion path the library takes.
+        order = ("cli", "library") if index % 2 == 0 else ("library", "cli")
+        for side in order:
+            if side == "cli":
+                seconds, rss, document = cli_round(model, index, scratch)
+                rung = rung or _rung(document)
+                cli_times.append(seconds)
+                cli_rss.append(rss)
+                stages = {stage["stage"]: stage for stage in document["stages"]}
+                timings = ", ".join(f"{name} {stage['duration_seconds']:.1f}s" for name, stage in stages.items())
+                print(f"{model} round {index} cli: {seconds:.1f}s, {rss} MiB ({timings})", flush=True)
+            else:
+                seconds, rss, figures = library_round(model, rung, scratch)
+                library_times.append(seconds)
+                library_rss.append(rss)
+                print(
+                    f"{model} round {index} library: {seconds:.1f}s, {rss} MiB (Core ML max abs"
+                    f" error {worst(figures, 'coreml', 'max_abs_error'):.3g})",
+                    flush=True,
+                )
+    cli, library = statistics.median(cli_times), statistics.median(library_times)
+    return {"model": model, "cli": cli, "library": library, "ratio": cli / library,
+            "cli_rss": max(cli_rss), "library_rss": max(library_rss)}
+
+
+def _rung(document: dict) -> str:
+    stages = {stage["stage"]: stage for stage in document["stages"]}
+    return stages["convert"]["metrics"]["path"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

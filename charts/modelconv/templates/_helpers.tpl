@@ -1,0 +1,118 @@
+{{/* Names, labels and values shared by the chart's templates. */}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "modelconv.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of resource names: fullnameOverride, or "<release>-<chart>" unless the release
+name already contains the chart name. Names stay within the 63 characters of a label. */}}
+{{- define "modelconv.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "modelconv.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels every object of the release carries. */}}
+{{- define "modelconv.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "modelconv.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelconv
+{{- end -}}
+
+{{/* Labels that select the operator's pods; they never change across upgrades. */}}
+{{- define "modelconv.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelconv.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Name of the operator's ServiceAccount. */}}
+{{- define "modelconv.serviceAccountName" -}}
+{{- default (include "modelconv.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* Namespace of the macOS runner pool. */}}
+{{- define "modelconv.runnerNamespace" -}}
+{{- default .Release.Namespace .Values.runners.namespace -}}
+{{- end -}}
+
+{{/* Namespaces where the operator creates stage Jobs and the stage ServiceAccount lives:
+the watched namespaces, or the release namespace when all namespaces are watched. */}}
+{{- define "modelconv.stageNamespaces" -}}
+{{- if .Values.watch.namespaces -}}
+{{- toJson .Values.watch.namespaces -}}
+{{- else -}}
+{{- toJson (list .Release.Namespace) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An image reference from {repository, tag, digest}: the digest wins over the tag, and
+the tag defaults to the chart's appVersion. Call with (dict "image" ... "context" $). */}}
+{{- define "modelconv.imageReference" -}}
+{{- $image := .image -}}
+{{- if $image.digest -}}
+{{- printf "%s@%s" $image.repository $image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $image.repository (default .context.Chart.AppVersion $image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The helm.sh/resource-policy annotation that keeps CRDs after uninstall. */}}
+{{- define "modelconv.crdAnnotations" -}}
+{{- if .Values.crds.keep }}
+helm.sh/resource-policy: keep
+{{- end }}
+{{- end -}}
+
+{{/* Arguments of `modelconv operator` (modelconv operator --help describes each). */}}
+{{- define "modelconv.operatorArgs" -}}
+{{- $election := .Values.leaderElection -}}
+{{- if not (and (lt (int $election.retryPeriodSeconds) (int $election.renewDeadlineSeconds)) (lt (int $election.renewDeadlineSeconds) (int $election.leaseDurationSeconds))) -}}
+{{- fail (printf "leaderElection: expected retryPeriodSeconds (%v) < renewDeadlineSeconds (%v) < leaseDurationSeconds (%v)" $election.retryPeriodSeconds $election.renewDeadlineSeconds $election.leaseDurationSeconds) -}}
+{{- end -}}
+- operator
+{{- range .Values.watch.namespaces }}
+- {{ printf "--namespace=%s" . | quote }}
+{{- end }}
+- --lease-name={{ include "modelconv.fullname" . }}
+- --lease-namespace={{ .Release.Namespace }}
+- --lease-duration={{ $election.leaseDurationSeconds }}
+- --renew-deadline={{ $election.renewDeadlineSeconds }}
+- --retry-period={{ $election.retryPeriodSeconds }}
+- {{ printf "--stage-image=%s" (include "modelconv.imageReference" (dict "image" .Values.stages.image "context" .)) | quote }}
+{{- with .Values.store.uri }}
+- {{ printf "--store=%s" . | quote }}
+{{- end }}
+{{- with .Values.store.credentialsSecret }}
+- {{ printf "--store-secret=%s" . | quote }}
+{{- end }}
+{{- with .Values.store.endpoint }}
+- {{ printf "--s3-endpoint=%s" . | quote }}
+{{- end }}
+{{- range $name, $value := .Values.stages.env }}
+- {{ printf "--stage-env=%s=%s" $name $value | quote }}
+{{- end }}
+- --backoff-limit={{ .Values.stages.backoffLimit }}
+- --active-deadline={{ .Values.stages.activeDeadlineSeconds }}
+- --train-deadline={{ .Values.stages.trainActiveDeadlineSeconds }}
+- --ttl-after-finished={{ .Values.stages.ttlSecondsAfterFinished }}
+- --image-pull-grace={{ .Values.stages.imagePullGraceSeconds }}
+- --recheck-interval={{ .Values.recheckIntervalSeconds }}
+- --metrics-port={{ ternary .Values.metrics.port 0 .Values.metrics.enabled }}
+- {{ printf "--metrics-address=%s" .Values.metrics.address | quote }}
+- --health-port={{ .Values.health.port }}
+- {{ printf "--health-address=%s" .Values.health.address | quote }}
+- --log-format={{ .Values.logging.format }}
+- --log-level={{ .Values.logging.level }}
+{{- end -}}

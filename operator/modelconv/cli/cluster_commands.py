@@ -1,0 +1,200 @@
+"""`modelconv operator` (the Kubernetes operator) and `modelconv crd` (its CRD manifest).
+
+`operator` imports Kopf and the controller only when it runs, and never the ML stack.
+Exit codes of `operator`: 0 stopped by a signal, 1 leadership lost or a fatal error,
+2 invalid options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from ..errors import EXIT_BAD_INPUT
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _default_lease_namespace() -> str:
+    # The operator's own namespace: POD_NAMESPACE from the downward API, else the
+    # ServiceAccount's namespace file, else "default".
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def register(subparsers) -> None:
+    operator = subparsers.add_parser(
+        "operator",
+        help="run the Kubernetes operator that reconciles ModelConversions",
+        description=(
+            "Watch ModelConversion resources and run each pipeline stage as a Job. Replicas"
+            " elect a leader through a Lease; only the leader reconciles. Exit codes: 0"
+            " stopped by SIGTERM or SIGINT, 1 leadership lost or a fatal error, 2 invalid"
+            " options."
+        ),
+    )
+    _add_cluster_options(operator)
+    _add_job_options(operator)
+    _add_process_options(operator)
+    operator.set_defaults(func=operator_command)
+
+    crd = subparsers.add_parser(
+        "crd",
+        help="print the ModelConversion CustomResourceDefinition",
+        description=(
+            "Print the CustomResourceDefinition generated from the spec models, as in"
+            " crds/modelconversion.yaml: modelconv crd | kubectl apply -f -"
+        ),
+    )
+    crd.set_defaults(func=crd_command)
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster")
+    group.add_argument("--kubeconfig", metavar="FILE",
+                       help="kubeconfig to use (default: in-cluster ServiceAccount, else KUBECONFIG)")
+    group.add_argument("--namespace", dest="namespaces", action="append", default=[],
+                       metavar="NAMESPACE",
+                       help="watch this namespace (repeatable; default: all namespaces)")
+    group.add_argument("--lease-name", default="modelconv-operator",
+                       help="name of the leader election Lease (default: %(default)s)")
+    group.add_argument("--lease-namespace", default=None,
+                       help="namespace of the Lease (default: POD_NAMESPACE, else the "
+                            "ServiceAccount's namespace, else default)")
+    group.add_argument("--lease-duration", type=float, default=15.0, metavar="SECONDS",
+                       help="seconds a Lease stays valid without renewal (default: %(default)s)")
+    group.add_argument("--renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                       help="seconds the leader keeps trying to renew before it stops "
+                            "(default: %(default)s)")
+    group.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
+                       help="seconds between Lease renewals and acquisition attempts "
+                            "(default: %(default)s)")
+    group.add_argument("--identity", default="",
+                       help="this replica's name in the Lease (default: HOSTNAME and a random "
+                            "suffix)")
+
+
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("stage Jobs")
+    group.add_argument("--stage-image", default=None, metavar="IMAGE",
+                       help="image of the export, convert, validate and publish Jobs "
+                            "(default: modelconv/modelconv-stage:<version>)")
+    group.add_argument("--store", default=None, metavar="s3://BUCKET/PREFIX",
+                       help="stage cache and release store when spec.publish.store is unset")
+    group.add_argument("--store-secret", default=None, metavar="NAME",
+                       help="Secret in each conversion's namespace whose keys (e.g. "
+                            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become stage environment")
+    group.add_argument("--s3-endpoint", default=None, metavar="URL",
+                       help="S3-compatible endpoint for the stages and the operator")
+    group.add_argument("--stage-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="extra environment variable of every stage container (repeatable; "
+                            "never a secret)")
+    group.add_argument("--backoff-limit", type=int, default=2, metavar="N",
+                       help="pod retries of a stage after transient failures (default: %(default)s)")
+    group.add_argument("--active-deadline", type=int, default=3600, metavar="SECONDS",
+                       help="seconds a stage Job may run (default: %(default)s)")
+    group.add_argument("--train-deadline", type=int, default=86400, metavar="SECONDS",
+                       help="seconds a training Job may run (default: %(default)s)")
+    group.add_argument("--ttl-after-finished", type=int, default=3600, metavar="SECONDS",
+                       help="seconds a finished Job is kept before Kubernetes deletes it "
+                            "(default: %(default)s)")
+    group.add_argument("--recheck-interval", type=float, default=30.0, metavar="SECONDS",
+                       help="seconds between periodic re-checks of each conversion "
+                            "(default: %(default)s)")
+    group.add_argument("--image-pull-grace", type=float, default=120.0, metavar="SECONDS",
+                       help="seconds a pod may fail to pull its image before the stage fails "
+                            "(default: %(default)s)")
+
+
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("process")
+    group.add_argument("--metrics-port", type=int, default=9090, metavar="PORT",
+                       help="port of the Prometheus /metrics endpoint, 0 to turn it off "
+                            "(default: %(default)s)")
+    group.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
+                       help="address the metrics endpoint listens on (default: %(default)s)")
+    group.add_argument("--health-port", type=int, default=8080, metavar="PORT",
+                       help="port of the /healthz endpoint, 0 to turn it off "
+                            "(default: %(default)s)")
+    group.add_argument("--health-address", default="0.0.0.0", metavar="ADDRESS",
+                       help="address the health endpoint listens on (default: %(default)s)")
+    group.add_argument("--log-format", choices=("json", "text"), default="json",
+                       help="log line format (default: %(default)s)")
+    group.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                       default="info", help="log level (default: %(default)s)")
+
+
+def _stage_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    env = []
+    for pair in pairs:
+        name, separator, value = pair.partition("=")
+        if not separator or not name:
+            raise ValueError(f"--stage-env {pair!r}: expected NAME=VALUE")
+        env.append((name, value))
+    return tuple(env)
+
+
+def operator_config(args: argparse.Namespace):
+    """Return the OperatorConfig for parsed `operator` options; raise ValueError if invalid."""
+    from ..controller.config import DEFAULT_STAGE_IMAGE, OperatorConfig
+
+    if not args.retry_period < args.renew_deadline < args.lease_duration:
+        raise ValueError("expected --retry-period < --renew-deadline < --lease-duration")
+    return OperatorConfig(
+        stage_image=args.stage_image or DEFAULT_STAGE_IMAGE,
+        store=args.store,
+        store_secret=args.store_secret,
+        s3_endpoint=args.s3_endpoint,
+        stage_env=_stage_env(args.stage_env),
+        namespaces=tuple(args.namespaces),
+        backoff_limit=args.backoff_limit,
+        active_deadline_seconds=args.active_deadline,
+        train_deadline_seconds=args.train_deadline,
+        ttl_seconds_after_finished=args.ttl_after_finished,
+        recheck_interval=args.recheck_interval,
+        image_pull_grace_seconds=args.image_pull_grace,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace or _default_lease_namespace(),
+        lease_duration_seconds=args.lease_duration,
+        renew_deadline_seconds=args.renew_deadline,
+        retry_period_seconds=args.retry_period,
+    )
+
+
+def operator_command(args: argparse.Namespace) -> int:
+    from ..controller.runtime import ProcessOptions, configure_logging, run_operator
+
+    try:
+        config = operator_config(args)
+    except ValueError as error:
+        print(f"modelconv operator: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.s3_endpoint:
+        # The operator reads stage results itself, from the same endpoint as the stages.
+        os.environ["MODELCONV_S3_ENDPOINT"] = args.s3_endpoint
+    options = ProcessOptions(
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        health_port=args.health_port,
+        health_address=args.health_address,
+        identity=args.identity,
+        log_format=args.log_format,
+        log_level="debug" if args.debug else args.log_level,
+    )
+    configure_logging(options.log_format, options.log_level)
+    return asyncio.run(run_operator(config, options))
+
+
+def crd_command(args: argparse.Namespace) -> int:
+    from ..crd import render_crd
+
+    sys.stdout.write(render_crd())
+    return 0

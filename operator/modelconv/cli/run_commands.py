@@ -1,0 +1,241 @@
+"""`modelconv run`, `modelconv schema` and `modelconv stage`.
+
+`run` executes the pipeline in this process and exits 0 (published), 1 (conversion or
+validation failed, or an internal error) or 2 (bad input: invalid spec, source not found,
+invalid model). A classified failure prints its reason and what to do, never a traceback;
+`modelconv --debug run ...` adds the traceback of an internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import traceback
+import warnings
+from pathlib import Path
+from typing import Iterator, Optional
+
+from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, ConversionError
+
+# Loggers of the libraries a run drives; their warnings are noise for users unless --debug.
+LIBRARY_LOGGERS = ("coremltools", "torch", "onnxscript", "onnx_ir", "onnx2torch", "transformers")
+
+DEBUG_HINT = "rerun with `modelconv --debug run ...` to see the stack trace"
+
+
+def register(subparsers) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="convert, validate and publish a model in this process",
+        description=(
+            "Run export, convert, validate and publish for a ModelConversion file on this"
+            " machine. The release goes to --store, else spec.publish.store, else"
+            " ./modelconv-releases. Exit codes: 0 published, 1 conversion or validation"
+            " failed, 2 invalid input."
+        ),
+    )
+    run.add_argument("file", metavar="FILE.yaml", help="ModelConversion file")
+    run.add_argument(
+        "--store",
+        metavar="DIR|s3://BUCKET/PREFIX",
+        help="release store; overrides spec.publish.store (default ./modelconv-releases)",
+    )
+    run.add_argument(
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="json: print one JSON document with the outcome on stdout, progress on stderr",
+    )
+    run.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML results to FILE")
+    run.add_argument(
+        "--workdir",
+        metavar="DIR",
+        type=Path,
+        help="work directory for stage files, kept after the run (default: a temporary folder)",
+    )
+    run.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary work directory after a successful run (always kept on failure)",
+    )
+    run.set_defaults(func=run_command)
+
+    schema = subparsers.add_parser(
+        "schema", help="print the JSON Schema of ModelConversion files",
+        description="Print the JSON Schema of a ModelConversion document, for editors and CI.",
+    )
+    schema.set_defaults(func=schema_command)
+
+    stage = subparsers.add_parser(
+        "stage",
+        help="run one pipeline stage inside a Kubernetes Job",
+        description=(
+            "Run one stage as the operator's Jobs do: read the run file, fetch earlier"
+            " artifacts from the store cache, write artifacts and result.json. Exit codes:"
+            " 0 done, 2 permanent failure, 1 transient failure (the Job retries)."
+        ),
+    )
+    stage.add_argument("name", choices=("export", "convert", "validate", "publish"))
+    stage.add_argument(
+        "--run",
+        metavar="RUN.json",
+        type=Path,
+        default=Path("/etc/modelconv/run.json"),
+        help="run file written by the controller (default /etc/modelconv/run.json)",
+    )
+    stage.add_argument(
+        "--workdir", metavar="DIR", type=Path, help="scratch folder (default: a temporary folder)"
+    )
+    stage.set_defaults(func=stage_command)
+
+
+# --- run ----------------------------------------------------------------------------------
+
+
+def quiet_libraries(debug: bool) -> None:
+    """Silence library warnings and progress bars unless `--debug` asks for everything."""
+    if debug:
+        logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        return
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    # tqdm progress bars (coremltools' conversion passes) would break the live display.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout, by Python or by native code, to stderr meanwhile.
+
+    `--output json` promises one JSON document on stdout; converters print from C++ too.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _observer(output: str):
+    from ..progress import LiveProgress, PlainProgress
+
+    if output == "json":
+        return PlainProgress(sys.stderr, summary=False)
+    if sys.stdout.isatty():
+        return LiveProgress()
+    return PlainProgress(sys.stdout)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from ..spec import load_conversion
+
+    quiet_libraries(args.debug)
+    try:
+        conversion = load_conversion(args.file)
+    except ConversionError as error:
+        return _report_early_failure(args, error)
+
+    from ..pipeline.run import run_pipeline
+
+    observer = _observer(args.output)
+    redirect = stdout_to_stderr() if args.output == "json" else contextlib.nullcontext()
+    with redirect:
+        outcome = run_pipeline(
+            conversion,
+            store=args.store,
+            workdir=args.workdir,
+            keep_workdir=args.keep_workdir,
+            observer=observer,
+        )
+    if args.junit:
+        from ..pipeline.junit import write_junit
+
+        write_junit(outcome, args.junit)
+
+    if args.output == "json":
+        print(json.dumps(outcome_document(outcome), indent=2))
+    if outcome.internal_error is not None:
+        _print_internal_error(outcome.internal_error, args.debug)
+    elif args.output == "json" and not outcome.succeeded:
+        print(f"modelconv: {outcome.reason}: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
+
+
+def _report_early_failure(args: argparse.Namespace, error: ConversionError) -> int:
+    """Report a failure found before any stage ran (the file itself is invalid)."""
+    if args.output == "json":
+        document = {
+            "succeeded": False,
+            "outcome": "failed",
+            "reason": error.reason,
+            "message": error.message,
+            "file": args.file,
+            "stages": [],
+            "release": None,
+        }
+        print(json.dumps(document, indent=2))
+    print(f"modelconv: {error.reason}: {error.message}", file=sys.stderr)
+    return error.exit_code
+
+
+def _print_internal_error(error: BaseException, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+        print(f"modelconv: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        return
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    print(
+        f"modelconv: internal error: {type(error).__name__}: {first_line}; {DEBUG_HINT}",
+        file=sys.stderr,
+    )
+
+
+def outcome_document(outcome) -> dict:
+    """Return the `--output json` document of a run."""
+    report_dir: Optional[Path] = outcome.report_dir if outcome.workdir_kept else None
+    release = outcome.release
+    return {
+        "succeeded": outcome.succeeded,
+        "outcome": "succeeded" if outcome.succeeded else "failed",
+        "exit_code": outcome.exit_code,
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "name": outcome.conversion.metadata.name,
+        "model": outcome.conversion.spec.publish.model,
+        "version": outcome.conversion.spec.publish.version,
+        "store": outcome.store,
+        "stages": outcome.entries,
+        "skipped": outcome.skipped,
+        "release": release,
+        "report": str(report_dir / "report.html") if report_dir else (
+            release.get("report") if release else None
+        ),
+        "workdir": str(outcome.workdir) if outcome.workdir_kept else None,
+    }
+
+
+# --- schema and stage -----------------------------------------------------------------------
+
+
+def schema_command(args: argparse.Namespace) -> int:
+    from ..spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def stage_command(args: argparse.Namespace) -> int:
+    quiet_libraries(args.debug)
+    from ..pipeline.stage_job import run_stage_job
+
+    return run_stage_job(args.name, args.run, workdir=args.workdir, debug=args.debug)

@@ -1,0 +1,125 @@
+"""Kopf handlers: thin triggers of `reconcile`, plus the indexes they read.
+
+Every trigger reconciles the whole conversion, whatever changed:
+- the ModelConversion changed (or the operator started and listed it);
+- one of its Jobs or Pods changed (found through the conversion-uid label);
+- the periodic re-check fired (image pull grace periods, missed events, store results).
+
+Kopf keeps three in-memory indexes, filled before any handler runs: conversions by
+(namespace, uid), Job projections by conversion, Pod projections by Job name. Handler and
+index ids are constants, because Kopf records handler ids on the objects it handles and
+passes indexes to handlers as keyword arguments named by their ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from ..crd import PLURAL, VERSION
+from ..spec import API_GROUP
+from .config import OperatorConfig
+from .jobs import LABEL_CONVERSION_UID, LABEL_MANAGED_BY, MANAGED_BY
+from .observe import job_projection, pod_projection
+from .reconcile import Controller, reconcile
+
+log = logging.getLogger(__name__)
+
+HANDLER_CONVERSION_EVENT = "conversion-event"
+HANDLER_JOB_EVENT = "job-event"
+HANDLER_POD_EVENT = "pod-event"
+HANDLER_RECHECK = "recheck"
+INDEX_CONVERSIONS = "conversions_by_uid"
+INDEX_JOBS = "jobs_by_conversion"
+INDEX_PODS = "pods_by_job"
+OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def _conversion_view(body: Any) -> dict:
+    return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")}
+
+
+def _jobs_of(index: Any, namespace: str, uid: str) -> list[dict]:
+    return list(index.get((namespace, uid), []))
+
+
+def _pods_of(index: Any, namespace: str, jobs: list[dict]) -> dict[str, list[dict]]:
+    return {job["name"]: list(index.get((namespace, job["name"]), [])) for job in jobs}
+
+
+async def _reconcile_by_uid(ctl: Controller, namespace: str, uid: str, indexes: dict) -> None:
+    for body in indexes[INDEX_CONVERSIONS].get((namespace, uid), []):
+        jobs = _jobs_of(indexes[INDEX_JOBS], namespace, uid)
+        await reconcile(ctl, body, jobs, _pods_of(indexes[INDEX_PODS], namespace, jobs))
+
+
+def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegistry:
+    """Return a Kopf registry with the operator's handlers bound to `ctl`."""
+    registry = kopf.OperatorRegistry()
+    conversions = dict(group=API_GROUP, version=VERSION, plural=PLURAL, registry=registry)
+
+    @kopf.index(**conversions, id=INDEX_CONVERSIONS)
+    def conversions_by_uid(body: Any, namespace: str, uid: str, **_: Any) -> dict:
+        return {(namespace, uid): _conversion_view(body)}
+
+    @kopf.index("batch", "v1", "jobs", labels=OWNED, id=INDEX_JOBS, registry=registry)
+    def jobs_by_conversion(body: Any, namespace: str, labels: Any, **_: Any) -> dict:
+        return {(namespace, labels.get(LABEL_CONVERSION_UID)): job_projection(body)}
+
+    @kopf.index("v1", "pods", labels=OWNED, id=INDEX_PODS, registry=registry)
+    def pods_by_job(body: Any, namespace: str, **_: Any) -> dict:
+        projection = pod_projection(body)
+        return {(namespace, projection["job"]): projection}
+
+    @kopf.on.event(**conversions, id=HANDLER_CONVERSION_EVENT)
+    async def conversion_event(type: str, body: Any, namespace: str, uid: str,
+                               **kwargs: Any) -> None:
+        if type == "DELETED":
+            ctl.forget(uid)
+            return
+        jobs = _jobs_of(kwargs[INDEX_JOBS], namespace, uid)
+        await reconcile(ctl, _conversion_view(body), jobs,
+                        _pods_of(kwargs[INDEX_PODS], namespace, jobs))
+
+    @kopf.on.event("batch", "v1", "jobs", labels=OWNED, id=HANDLER_JOB_EVENT, registry=registry)
+    async def job_event(namespace: str, labels: Any, **kwargs: Any) -> None:
+        uid = labels.get(LABEL_CONVERSION_UID)
+        if uid:
+            await _reconcile_by_uid(ctl, namespace, uid, kwargs)
+
+    @kopf.on.event("v1", "pods", labels=OWNED, id=HANDLER_POD_EVENT, registry=registry)
+    async def pod_event(namespace: str, labels: Any, **kwargs: Any) -> None:
+        uid = labels.get(LABEL_CONVERSION_UID)
+        if uid:
+            await _reconcile_by_uid(ctl, namespace, uid, kwargs)
+
+    @kopf.timer(**conversions, id=HANDLER_RECHECK, interval=config.recheck_interval,
+                initial_delay=config.recheck_interval, backoff=config.recheck_interval)
+    async def recheck(body: Any, namespace: str, uid: str, **kwargs: Any) -> None:
+        jobs = _jobs_of(kwargs[INDEX_JOBS], namespace, uid)
+        await reconcile(ctl, _conversion_view(body), jobs,
+                        _pods_of(kwargs[INDEX_PODS], namespace, jobs))
+
+    return registry
+
+
+def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
+    """Return Kopf's settings for the operator."""
+    settings = kopf.OperatorSettings()
+    # Kopf's own marks on the objects carry this project's prefix.
+    settings.persistence.finalizer = "modelconv.io/operator"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelconv.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="modelconv.io", key="last-handled-configuration")
+    settings.posting.reporting_component = "modelconv-operator"
+    settings.posting.event_name_prefix = "modelconv-"
+    # Only the resources and namespaces given at start; watching CRDs and namespaces would
+    # need cluster-wide rights the operator does not otherwise use.
+    settings.scanning.disabled = True
+    # Server-side filtering: the operator never sees Jobs and Pods that are not its own.
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    settings.watching.label_selectors["batch", "v1", "jobs"] = selector
+    settings.watching.label_selectors["v1", "pods"] = selector
+    return settings

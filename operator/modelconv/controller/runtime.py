@@ -1,0 +1,153 @@
+"""The operator process: health and metrics endpoints, leader election, then Kopf.
+
+Every replica serves /healthz and /metrics and competes for the Lease; only the leader runs
+Kopf. A leader that cannot renew its Lease stops Kopf and exits with code 1, so that its
+restart comes back as a standby; on SIGTERM or SIGINT it stops Kopf, releases the Lease
+and exits with 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import socket
+import uuid
+from typing import Optional
+
+import kopf
+from aiohttp import web
+
+from .config import OperatorConfig
+from .handlers import build_registry, operator_settings
+from .kube import KubeClient, login
+from .leader import LeaderElector, LeadershipLost
+from .metrics import OperatorMetrics
+from .reconcile import Controller
+from .results import ResultReader
+from .summary import Event
+
+log = logging.getLogger(__name__)
+
+# Seconds Kopf gets to finish its handlers after a stop request.
+STOP_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessOptions:
+    """Settings of the process rather than of the reconciliation."""
+
+    kubeconfig: Optional[str] = None
+    metrics_port: int = 9090
+    metrics_address: str = "0.0.0.0"
+    health_port: int = 8080
+    health_address: str = "0.0.0.0"
+    identity: str = ""
+    log_format: str = "json"
+    log_level: str = "info"
+
+
+def default_identity() -> str:
+    """Return this replica's name in the Lease: the pod name (HOSTNAME) and a random suffix."""
+    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def configure_logging(log_format: str, level: str) -> None:
+    """Set up logging through Kopf's formatters, so every line can name its object."""
+    kopf.configure(log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL)
+    logging.getLogger().setLevel(level.upper())
+    # The access log of the health and metrics endpoints would be one line per probe.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Kopf logs every handler call at INFO; the operator's own INFO lines are the state
+    # changes, so Kopf's object messages show from WARNING up unless debugging.
+    if level.lower() != "debug":
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def post_event(body: dict, event: Event) -> None:
+    """Queue a Kubernetes Event about `body` through Kopf's event poster."""
+    poster = kopf.warn if event.type == "Warning" else kopf.info
+    poster(body, reason=event.reason, message=event.message)
+
+
+async def serve_health(address: str, port: int) -> web.AppRunner:
+    """Serve GET /healthz (200 while the event loop runs), for liveness and readiness probes."""
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, address, port).start()
+    return runner
+
+
+async def run_operator(config: OperatorConfig, options: ProcessOptions) -> int:
+    """Run until stopped; return the process exit code."""
+    kube = KubeClient(lambda: login(options.kubeconfig))
+    metrics = OperatorMetrics()
+    kube.on_write = lambda verb: metrics.api_writes.labels(verb).inc()
+    if options.metrics_port:
+        metrics.serve(options.metrics_port, options.metrics_address)
+    health = await serve_health(options.health_address, options.health_port) \
+        if options.health_port else None
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    elector = LeaderElector(
+        kube, config.lease_namespace, config.lease_name, options.identity or default_identity(),
+        lease_duration=config.lease_duration_seconds,
+        renew_deadline=config.renew_deadline_seconds,
+        retry_period=config.retry_period_seconds,
+    )
+    try:
+        if not await elector.acquire(stop):
+            return 0
+        controller = Controller(config, kube, ResultReader(), metrics, post_event)
+        code = await _lead(controller, config, elector, stop, options)
+        if code == 0:
+            await elector.release()
+        return code
+    finally:
+        await kube.close()
+        if health is not None:
+            await health.cleanup()
+
+
+async def _lead(controller: Controller, config: OperatorConfig, elector: LeaderElector,
+                stop: asyncio.Event, options: ProcessOptions) -> int:
+    """Run Kopf while this process holds the Lease; return the exit code."""
+    kopf_stop = asyncio.Event()
+
+    @kopf.on.login(registry=(registry := build_registry(controller, config)))
+    def login_handler(**_: object) -> kopf.ConnectionInfo:
+        return login(options.kubeconfig)
+
+    operator = asyncio.create_task(kopf.operator(
+        registry=registry,
+        settings=operator_settings(config),
+        standalone=True,
+        clusterwide=not config.namespaces,
+        namespaces=list(config.namespaces),
+        stop_flag=kopf_stop,
+    ), name="kopf")
+    keeper = asyncio.create_task(elector.keep(), name="lease")
+    stopped = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait({operator, keeper, stopped}, return_when=asyncio.FIRST_COMPLETED)
+
+    code = 0
+    if keeper in done and isinstance(keeper.exception(), LeadershipLost):
+        log.error("%s; stopping", keeper.exception())
+        code = 1
+    kopf_stop.set()
+    for task in (keeper, stopped):
+        task.cancel()
+    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(operator, timeout=STOP_TIMEOUT)
+    return code

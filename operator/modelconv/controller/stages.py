@@ -1,0 +1,178 @@
+"""One pass over the stages of a run: observe each in order and start the next one due.
+
+For each planned stage, the first answer wins:
+1. the status already records it as succeeded or failed in this run (a failed stage is not
+   retried within a run: a spec change starts a new run);
+2. its Job exists: the Job and its Pods say running, succeeded or failed;
+3. its key has a successful `result.json` in the store: a cache hit, no Job;
+4. otherwise the stage is due: create the run's ConfigMap (once) and the stage's Job.
+
+The pass stops at the first stage that is running or failed. Creating an object that
+exists already (HTTP 409) adopts it, so a restarted operator never makes a twin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from typing import Any, Callable, Optional
+
+from ..plan import CACHED_STAGES, PlannedStage, RunPlan
+from ..spec import ConversionSpec
+from . import jobs as manifests
+from . import status as st
+from .device import device_outcome
+from .kube import ApiError, config_maps_path, jobs_path
+from .observe import JobOutcome, job_outcome, result_outcome
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RunPass:
+    """Everything one pass over a run reads and writes."""
+
+    body: Any
+    conversion: manifests.ConversionRef
+    spec: ConversionSpec
+    plan: RunPlan
+    store: str
+    previous: dict  # stage records of this run from the last status
+    jobs: dict[str, dict]  # Job projections of this conversion by name
+    pods: dict[str, list[dict]]  # Pod projections by Job name
+    now: datetime.datetime
+    # Returns the plan with the keys of the stages after a training run with this Job uid.
+    replan: Optional[Callable[[str], RunPlan]] = None
+    records: dict = dataclasses.field(default_factory=dict)
+    results: dict = dataclasses.field(default_factory=dict)  # result.json by stage
+
+    @property
+    def timestamp(self) -> str:
+        return st.now_rfc3339(self.now)
+
+
+async def run_stages(ctl, run: RunPass) -> None:
+    """Fill `run.records` for the planned stages, starting the next due stage's Job."""
+    for name in run.plan.names:
+        record = await _step(ctl, run, run.plan.stage(name))
+        run.records[name] = record
+        if record["state"] not in (st.SUCCEEDED, st.SKIPPED):
+            break
+        # The stages after training get their keys once the training run is known.
+        if name == "train" and run.replan is not None and run.plan.stage("export").key is None:
+            run.plan = run.replan(record["runId"])
+
+
+async def _step(ctl, run: RunPass, stage: PlannedStage) -> dict:
+    previous = run.previous.get(stage.name) or {}
+    base = {"key": stage.key} if stage.key else {}
+    if stage.name == "device":
+        return _from_outcome(base, device_outcome(run.spec), run)
+    if previous.get("state") in (st.SUCCEEDED, st.FAILED) and previous.get("key") == stage.key:
+        return previous
+
+    name = manifests.job_name(run.conversion, run.plan.run_hash, stage.name)
+    base.update(job=name, started=previous.get("started"), attempts=previous.get("attempts", 0))
+    job = run.jobs.get(name)
+    if job is not None and not job["deleting"]:
+        return await _from_job(ctl, run, stage, job, base)
+
+    if stage.name in CACHED_STAGES and stage.key:
+        result = await ctl.results.result(run.store, stage.name, stage.key)
+        if result is not None and result.get("succeeded"):
+            run.results[stage.name] = result
+            # A Job this operator started and that is gone already (ttlSecondsAfterFinished)
+            # is no cache hit: its result is this run's own.
+            if previous.get("state") == st.RUNNING:
+                return {**base, "state": st.SUCCEEDED, "finished": run.timestamp,
+                        "message": _result_message(result)}
+            return {"key": stage.key, "state": st.SUCCEEDED, "cacheHit": True,
+                    "message": _result_message(result)}
+    if job is not None:
+        return {**base, "state": st.RUNNING}  # the old Job is being deleted; wait for it
+    return await _start(ctl, run, stage, base)
+
+
+async def _from_job(ctl, run: RunPass, stage: PlannedStage, job: dict, base: dict) -> dict:
+    if job["owner"] != run.conversion.uid:
+        return {**base, "state": st.FAILED, "reason": st.REASON_JOB_NAME_CONFLICT, "message": (
+            f"Job {job['name']} exists but is not owned by this ModelConversion; delete it "
+            "so the operator can create its own")}
+    outcome = job_outcome(job, run.pods.get(job["name"], []), now=run.now,
+                          image_pull_grace=ctl.config.image_pull_grace_seconds)
+    if outcome.stop:
+        await ctl.delete_job(run.conversion.namespace, job["name"])
+    if outcome.state != st.SUCCEEDED:
+        return _from_outcome(base, outcome, run)
+    if stage.name == "train":
+        return {**base, "state": st.SUCCEEDED, "runId": job["uid"], "attempts": outcome.attempts,
+                "finished": outcome.finished or run.timestamp}
+    result = await ctl.results.result(run.store, stage.name, stage.key)
+    if result is None:
+        return {**base, "state": st.FAILED, "reason": st.REASON_RESULT_MISSING, "message": (
+            f"Job {job['name']} succeeded but wrote no result.json under "
+            f"{run.store}/.cache/{stage.name}/{stage.key}; check the stage image's modelconv "
+            "version and the store credentials")}
+    run.results[stage.name] = result
+    state, reason, message = result_outcome(result)
+    record = {**base, "state": state, "attempts": outcome.attempts,
+              "finished": outcome.finished or run.timestamp, "message": message}
+    if state == st.FAILED:
+        record["reason"] = reason
+    return record
+
+
+def _result_message(result: dict) -> str:
+    return str(result.get("message") or "")[:1024]
+
+
+def _from_outcome(base: dict, outcome: JobOutcome, run: RunPass) -> dict:
+    record = {**base, "state": outcome.state}
+    if outcome.state == st.RUNNING:
+        record["attempts"] = max(1, outcome.attempts)
+        return record
+    record["finished"] = outcome.finished or run.timestamp
+    if outcome.attempts:
+        record["attempts"] = outcome.attempts
+    if outcome.reason:
+        record.update(reason=outcome.reason, message=outcome.message)
+    return record
+
+
+async def _start(ctl, run: RunPass, stage: PlannedStage, base: dict) -> dict:
+    """Create the stage's Job (and the run's ConfigMap first); return a Running record."""
+    namespace = run.conversion.namespace
+    if stage.name == "train":
+        manifest = manifests.train_job(run.conversion, run.plan, stage, run.spec, ctl.config)
+    else:
+        await _ensure_config_map(ctl, run)
+        manifest = manifests.stage_job(run.conversion, run.plan, stage, run.spec, ctl.config)
+    try:
+        await ctl.kube.create(jobs_path(namespace), manifest)
+        log.info("%s/%s: created Job %s for stage %s", namespace, run.conversion.name,
+                 base["job"], stage.name)
+    except ApiError as error:
+        if not error.conflict:
+            raise
+        # Created before a restart, or by a replica that lost its lease: adopt it.
+        log.debug("Job %s/%s exists already; adopting it", namespace, base["job"])
+    return {**base, "state": st.RUNNING, "attempts": max(1, base.get("attempts") or 0),
+            "started": base.get("started") or run.timestamp}
+
+
+async def _ensure_config_map(ctl, run: RunPass) -> None:
+    name = manifests.run_config_map_name(run.conversion, run.plan.run_hash)
+    if ctl.config_maps_made.get(run.conversion.uid) == name:
+        return
+    source = None
+    if run.spec.train is not None:
+        source = manifests.trained_source(run.spec)
+    document = manifests.run_document(run.body, run.plan, run.store, source)
+    manifest = manifests.run_config_map(run.conversion, run.plan, document)
+    try:
+        await ctl.kube.create(config_maps_path(run.conversion.namespace), manifest)
+    except ApiError as error:
+        if not error.conflict:
+            raise
+    ctl.config_maps_made[run.conversion.uid] = name

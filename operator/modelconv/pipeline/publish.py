@@ -1,0 +1,216 @@
+"""The publish stage: the verified artifacts become an immutable release in the store.
+
+The release holds the zipped Core ML package, the ONNX model and the run report
+(report.json, report.html); its manifest, written last by `publish_release`, records what
+was converted (source and spec digests, tool versions), the model's inputs and outputs as
+the Core ML package declares them, and the validation figures.
+
+Failure classes: VersionExists (other bytes already published under this version),
+AccessDenied and IntegrityFailed are permanent; StoreUnavailable is transient when the store
+is unreachable. Any of them leaves no visible release, because the manifest is written last.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..errors import CONVERSION_FAILED, ConversionError
+from ..spec import ConversionSpec
+from .report import (
+    build_report, json_safe, spec_digest, tool_versions, validation_rows, write_report,
+)
+from .stage import StageContext, StageResult
+
+# File names inside a release.
+PACKAGE_ZIP = "model.mlpackage.zip"
+ONNX_FILE = "model.onnx"
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
+
+
+def find_artifact(inputs: dict[str, Path], file_name: str) -> Optional[Path]:
+    """Return the input artifact with this file name, whatever name its stage gave it."""
+    if file_name in inputs:
+        return Path(inputs[file_name])
+    return next((Path(path) for path in inputs.values() if Path(path).name == file_name), None)
+
+
+def _required_artifact(context: StageContext, file_name: str, stage: str) -> Path:
+    path = find_artifact(context.inputs, file_name)
+    if path is None or not path.exists():
+        raise ConversionError(
+            CONVERSION_FAILED,
+            f"publish needs {file_name} from the {stage} stage, but it is missing; rerun the"
+            f" {stage} stage",
+        )
+    return path
+
+
+def run_publish(context: StageContext) -> StageResult:
+    """Zip the package, write the report, and publish the release with its manifest.
+
+    Reads `model.mlpackage` and `model.onnx` from the inputs and the results of earlier
+    stages from `context.previous`; the store is `spec.publish.store`, which the runner has
+    already resolved.
+    """
+    from ..release import publish_release, zip_package
+    from ..store import open_store
+    from .run import skipped_stages
+
+    spec = context.spec
+    package = _required_artifact(context, "model.mlpackage", "convert")
+    onnx_path = _required_artifact(context, ONNX_FILE, "export")
+    store = open_store(spec.publish.store)
+    location = store.url_of(f"{spec.publish.model}/{spec.publish.version}")
+
+    context.log(f"zipping {package.name}")
+    package_zip = context.workdir / PACKAGE_ZIP
+    zip_package(package, package_zip)
+
+    context.log("writing the report")
+    package_signature = coreml_signature(package)
+    report = build_report(
+        spec, list(context.previous.values()), skipped_stages(spec),
+        name=getattr(context, "conversion_name", ""),
+        release={"location": location, "store": store.describe()},
+        package_signature=package_signature,
+    )
+    report_json, report_html = write_report(report, context.workdir)
+
+    context.log(f"publishing to {location}")
+    manifest = json_safe(build_manifest(spec, context, package_signature))
+    files = {
+        PACKAGE_ZIP: package_zip,
+        ONNX_FILE: onnx_path,
+        REPORT_JSON: report_json,
+        REPORT_HTML: report_html,
+    }
+    published = publish_release(
+        store,
+        model=spec.publish.model,
+        version=spec.publish.version,
+        files=files,
+        manifest=manifest,
+        channels=tuple(spec.publish.channels),
+    )
+    return StageResult(
+        stage="publish",
+        succeeded=True,
+        message=f"published {location}",
+        artifacts={REPORT_JSON: report_json, REPORT_HTML: report_html, PACKAGE_ZIP: package_zip},
+        metrics=release_metrics(published, location, store),
+    )
+
+
+def release_metrics(published, location: str, store) -> dict:
+    """Return the publish stage's metrics: where the release is and what it holds."""
+    metrics = {"location": location, "report": f"{location}/{REPORT_HTML}",
+               "manifest": f"{location}/manifest.json"}
+    for name in ("files", "channels", "manifest_sha256", "created"):
+        value = getattr(published, name, None)
+        if value is not None:
+            metrics[name] = value if not isinstance(value, tuple) else list(value)
+    return metrics
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+
+def build_manifest(spec: ConversionSpec, context: StageContext, package_signature: dict) -> dict:
+    """Return the manifest fields that describe the release (publish_release adds the files).
+
+    Keys are camelCase, as in the rest of the manifest.
+    """
+    export = context.previous.get("export")
+    convert = context.previous.get("convert")
+    validate = context.previous.get("validate")
+    return {
+        "model": spec.publish.model,
+        "version": spec.publish.version,
+        "source": source_description(spec, export),
+        "specSha256": spec_digest(spec),
+        "tools": tool_versions(),
+        **package_signature,
+        "conversion": {
+            "path": (convert.metrics.get("path") if convert else None),
+            "precision": spec.coreml.precision,
+            "minimumDeploymentTarget": spec.coreml.minimum_deployment_target,
+        },
+        "validation": validation_summary(spec, validate),
+    }
+
+
+def source_description(spec: ConversionSpec, export: Optional[StageResult]) -> dict:
+    """Return the source kind, its location or entrypoint, and the sha256 of its file."""
+    source = spec.source
+    kind = source.kind
+    described = {"kind": kind, "sha256": (export.metrics.get("source_sha256") if export else None) or None}
+    if kind == "factory":
+        described["entrypoint"] = source.factory.entrypoint
+        described["seed"] = source.factory.seed
+        if source.factory.weights is not None:
+            described["weights"] = source.factory.weights.uri
+    else:
+        described["uri"] = getattr(source, kind).uri
+    return described
+
+
+def validation_summary(spec: ConversionSpec, validate: Optional[StageResult]) -> dict:
+    """Return the validation figures per runtime and output, for the manifest."""
+    rows = validation_rows(validate, spec)
+    return {
+        "source": validate.metrics.get("coreml_source", "") if validate else "",
+        "tolerances": spec.validation.model_dump(
+            mode="json", by_alias=True, include={"atol", "rtol", "min_cosine", "min_psnr"}
+        ),
+        "outputs": [
+            {
+                "runtime": row["runtime"],
+                "output": row["output"],
+                "maxAbsError": row.get("max_abs_error"),
+                "maxRelError": row.get("max_rel_error"),
+                "cosine": row.get("cosine"),
+                "psnrDb": row.get("psnr_db"),
+                "passed": all(state is not False for state in row["checks"].values()),
+            }
+            for row in rows
+        ],
+    }
+
+
+def coreml_signature(package: Path) -> dict:
+    """Return the inputs and outputs that the Core ML package declares: name, shape, dtype.
+
+    A ranged dimension appears as "MIN..MAX" ("MIN.." when unbounded); `shape` is None for
+    an output whose shape the program leaves to run time.
+    """
+    import coremltools as ct
+
+    description = ct.utils.load_spec(str(package)).description
+    return {
+        "inputs": [_feature(feature) for feature in description.input],
+        "outputs": [_feature(feature) for feature in description.output],
+    }
+
+
+def _feature(feature) -> dict:
+    from coremltools.proto import FeatureTypes_pb2
+
+    kind = feature.type.WhichOneof("Type")
+    if kind == "imageType":
+        image = feature.type.imageType
+        color = FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(image.colorSpace)
+        return {"name": feature.name, "shape": [image.height, image.width], "dtype": f"image/{color}"}
+    if kind != "multiArrayType":
+        return {"name": feature.name, "shape": None, "dtype": kind}
+    array = feature.type.multiArrayType
+    dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()
+    shape = list(array.shape) or None
+    if array.WhichOneof("ShapeFlexibility") == "shapeRange":
+        shape = [
+            size.lowerBound if size.lowerBound == size.upperBound
+            else f"{size.lowerBound}..{size.upperBound if size.upperBound >= 0 else ''}"
+            for size in array.shapeRange.sizeRanges
+        ]
+    return {"name": feature.name, "shape": shape, "dtype": dtype}

@@ -1,0 +1,151 @@
+"""Verification of a published release: every byte of every file against its manifest.
+
+`verify_release` downloads each file the manifest lists and compares its size and SHA-256.
+It also checks that the manifest names the release it is stored under and that its digest
+matches the one in the model's index. Objects in the release folder that the manifest does
+not list are reported but do not fail verification: readers never use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+from ..errors import INTEGRITY_FAILED, ConversionError
+from ..store import ObjectNotFound, Store
+from .catalog import RELEASE_NOT_FOUND, index_key, read_json
+from .manifest import MANIFEST_FILE, check_release_names, read_manifest, release_folder
+
+
+@dataclasses.dataclass(frozen=True)
+class FileCheck:
+    """The verification of one release file; `problem` is empty when it matched."""
+
+    name: str
+    expected_size: int
+    expected_sha256: str
+    size: Optional[int]
+    sha256: Optional[str]
+    problem: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of `verify_release`: per-file checks and release-level problems."""
+
+    model: str
+    version: str
+    location: str
+    manifest_sha256: str
+    files: tuple[FileCheck, ...]
+    problems: tuple[str, ...]
+    unlisted: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and all(not check.problem for check in self.files)
+
+    def failures(self) -> list[str]:
+        """Return one line per problem, file problems named by file."""
+        return list(self.problems) + [f"{c.name}: {c.problem}" for c in self.files if c.problem]
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "location": self.location,
+            "manifestSha256": self.manifest_sha256,
+            "ok": self.ok,
+            "files": [dataclasses.asdict(check) for check in self.files],
+            "problems": list(self.problems),
+            "unlisted": list(self.unlisted),
+        }
+
+
+class ReleaseIntegrityError(ConversionError):
+    """A release failed verification; `report` has every check."""
+
+    def __init__(self, report: VerifyReport):
+        failures = report.failures()
+        super().__init__(
+            INTEGRITY_FAILED,
+            f"{report.location} failed verification: {failures[0]}"
+            + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""),
+        )
+        self.report = report
+
+
+def verify_release(store: Store, model: str, version: str) -> VerifyReport:
+    """Download and check every file of a release; return the report when all match.
+
+    Raises `ConversionError(ReleaseNotFound)` when the version has no manifest, and
+    `ReleaseIntegrityError` (reason IntegrityFailed, naming the first bad file) when a
+    file is missing or differs, or the manifest does not match the index.
+    """
+    check_release_names(model, version)
+    folder = release_folder(model, version)
+    stored = read_manifest(store, model, version)
+    if stored is None:
+        raise ConversionError(
+            RELEASE_NOT_FOUND,
+            f"{store.url_of(folder)} has no {MANIFEST_FILE}: no such release, or its publish "
+            "has not finished",
+        )
+    listed = stored.document["files"]
+    with tempfile.TemporaryDirectory(prefix="modelconv-verify-") as scratch:
+        checks = tuple(
+            _check_file(store, f"{folder}/{name}", name, listed[name], Path(scratch))
+            for name in sorted(listed)
+        )
+    stored_names = {key.rpartition("/")[2] for key in store.list(f"{folder}/")}
+    report = VerifyReport(
+        model=model,
+        version=version,
+        location=store.url_of(folder),
+        manifest_sha256=stored.sha256,
+        files=checks,
+        problems=tuple(_manifest_problems(store, model, version, stored.document, stored.sha256)),
+        unlisted=tuple(sorted(stored_names - set(listed) - {MANIFEST_FILE})),
+    )
+    if not report.ok:
+        raise ReleaseIntegrityError(report)
+    return report
+
+
+def _check_file(store: Store, key: str, name: str, expected: dict, scratch: Path) -> FileCheck:
+    download = scratch / "download"
+    try:
+        digest = store.get_file(key, download)
+    except ObjectNotFound:
+        return FileCheck(name, expected["size"], expected["sha256"], None, None, "missing")
+    finally:
+        download.unlink(missing_ok=True)
+    problem = ""
+    if digest.size != expected["size"]:
+        problem = f"size {digest.size} differs from the manifest ({expected['size']})"
+    elif digest.sha256 != expected["sha256"]:
+        problem = f"sha256 {digest.sha256} differs from the manifest ({expected['sha256']})"
+    return FileCheck(
+        name, expected["size"], expected["sha256"], digest.size, digest.sha256, problem
+    )
+
+
+def _manifest_problems(
+    store: Store, model: str, version: str, document: dict, manifest_sha256: str
+) -> list[str]:
+    problems = []
+    if (document.get("model"), document.get("version")) != (model, version):
+        problems.append(
+            f"{MANIFEST_FILE} describes {document.get('model')} {document.get('version')}, "
+            f"not {model} {version}"
+        )
+    index = read_json(store, index_key(model)) or {"versions": []}
+    for entry in index.get("versions", []):
+        if entry.get("version") == version and entry.get("manifestSha256") != manifest_sha256:
+            problems.append(
+                f"{MANIFEST_FILE} has sha256 {manifest_sha256}, but index.json records "
+                f"{entry.get('manifestSha256')}: the manifest was changed after publishing"
+            )
+    return problems

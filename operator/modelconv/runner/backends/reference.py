@@ -1,0 +1,59 @@
+"""The `mil-reference` backend: the Linux Core ML program executor (`modelconv.mil`).
+
+It needs torch and coremltools (the `ml` extra) but no Apple hardware. The program runs in
+its own precision (float16 ops computed as float16). Its latency figures time the executor
+on this host and say nothing about a device; its single result has no compute unit.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+from ..resource import MIL_REFERENCE, PREDICTION_FAILED
+from . import (
+    BackendRequest,
+    BackendRun,
+    BackendUnavailable,
+    PackageLoadFailure,
+    UnitRun,
+    elapsed_ms,
+    measure_latencies,
+)
+
+
+class ReferenceBackend:
+    """Runs checks with the `modelconv.mil` executor."""
+
+    name = MIL_REFERENCE
+
+    def prepare(self) -> None:
+        try:
+            import modelconv.mil  # noqa: F401  (torch and coremltools load here)
+        except ImportError as error:
+            raise BackendUnavailable(
+                f"the mil-reference backend needs torch and coremltools ({error.name} is "
+                "missing): install them with pip install 'modelconv[ml]'"
+            ) from None
+
+    def run(self, request: BackendRequest) -> BackendRun:
+        from modelconv import mil
+
+        started = time.perf_counter()
+        try:
+            program = mil.load_program(request.package)
+        except mil.MilError as error:
+            raise PackageLoadFailure(str(error)) from None
+        unit = UnitRun(compute_unit=None, load_ms=elapsed_ms(started))
+        try:
+            unit.outputs = [mil.execute(program, sample) for sample in request.samples]
+            first = request.samples[0]
+            unit.latencies_ms = measure_latencies(lambda: mil.execute(program, first), request)
+        except mil.MilError as error:
+            unit.failure_reason = PREDICTION_FAILED
+            unit.failure_message = f"the reference executor failed: {error}"
+        return BackendRun(units=[unit], host=_host())
+
+
+def _host() -> dict:
+    return {"os": f"{platform.system()} {platform.release()}", "machine": platform.machine()}

@@ -1,0 +1,241 @@
+"""Release and artifact stores: an S3 bucket prefix or a local folder, behind one small API.
+
+`open_store(url)` returns a `Store` for `s3://bucket/prefix`, `file:///dir` or a plain
+directory path. Keys are relative, slash-separated paths under the store's root; the same
+keys give the same layout in both kinds of store.
+
+Both kinds follow the same rules:
+- `put_file` and `put_bytes` create an object only if it is absent (`if_absent=True`), so a
+  written object is never replaced behind a reader's back;
+- `update_json` is a compare-and-swap loop (S3: ETag preconditions, folder: a lock), so
+  concurrent writers of an index never lose each other's changes;
+- failures are `ConversionError`s: AccessDenied (permanent: fix credentials or policy),
+  StoreUnavailable (permanent for a missing bucket or folder, transient for network faults);
+- `describe()` and every message name the store without credentials or query strings.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import BinaryIO, Callable, Optional
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+from ..errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, ConversionError
+
+# S3 allows 1024 bytes per key; the store root is part of it.
+MAX_KEY_LENGTH = 900
+# Read size for hashing and copying files.
+CHUNK_SIZE = 1024 * 1024
+# Query parameters that carry credentials in presigned or token-bearing URLs.
+SECRET_QUERY_PARAMETERS = re.compile(
+    r"^(x-amz-.*|signature|awsaccesskeyid|sig|se|sp|sv|token|.*secret.*|.*password.*|"
+    r"access_token|x-goog-.*)$",
+    re.IGNORECASE,
+)
+
+# A JSON document as `update_json` passes it around.
+JsonDocument = dict
+
+
+class ObjectNotFound(LookupError):
+    """No object exists under the key; `key` is relative to the store root."""
+
+    def __init__(self, location: str, key: str):
+        super().__init__(f"{location}/{key} does not exist")
+        self.key = key
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectInfo:
+    """Metadata of a stored object; `sha256` is None when the store does not record it."""
+
+    key: str
+    size: int
+    etag: str
+    sha256: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Digest:
+    """Size in bytes and lowercase hex SHA-256 of a byte stream."""
+
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PutResult:
+    """Outcome of a put: `written` is False when `if_absent` found the key taken."""
+
+    key: str
+    written: bool
+    digest: Digest
+
+
+class Store(abc.ABC):
+    """A store of immutable objects and a few JSON documents updated by compare-and-swap."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Return the store URL without credentials, safe to log and to show to users."""
+
+    @abc.abstractmethod
+    def put_file(
+        self, key: str, path: Path, *, sha256: Optional[str] = None, if_absent: bool = True
+    ) -> PutResult:
+        """Upload a local file.
+
+        When `sha256` is given, the bytes read must have that digest, or nothing is created
+        and `ConversionError(IntegrityFailed)` is raised. With `if_absent`, an existing
+        object is left as it is and the result has `written=False`.
+        """
+
+    @abc.abstractmethod
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = True) -> PutResult:
+        """Store `data` under `key`, with the same `if_absent` rule as `put_file`."""
+
+    @abc.abstractmethod
+    def get_file(self, key: str, dest: Path) -> Digest:
+        """Download an object to `dest` and return the digest of the bytes written.
+
+        Raises `ObjectNotFound` when no object exists under the key.
+        """
+
+    @abc.abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Return an object's bytes; raise `ObjectNotFound` when no object exists under the key."""
+
+    @abc.abstractmethod
+    def head(self, key: str) -> Optional[ObjectInfo]:
+        """Return the object's metadata, or None when no object exists under the key."""
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Return the sorted keys that start with `prefix`."""
+
+    @abc.abstractmethod
+    def update_json(
+        self, key: str, mutate: Callable[[Optional[JsonDocument]], Optional[JsonDocument]]
+    ) -> Optional[JsonDocument]:
+        """Replace a JSON document by `mutate(current)` without losing concurrent updates.
+
+        `mutate` receives the current document (None when absent) and returns the new one,
+        or None to leave it unchanged. It may run several times when other writers change
+        the document in between, so it must not have side effects. Returns the document
+        as stored afterwards.
+        """
+
+    def open_source(self, path: Path) -> BinaryIO:
+        """Open a local file for upload. Tests override this to make reads fail midway."""
+        return open(path, "rb")
+
+    def url_of(self, key: str) -> str:
+        """Return the location of `key` for messages."""
+        return f"{self.describe()}/{key}"
+
+
+def open_store(url: str) -> Store:
+    """Return the store for `s3://bucket/prefix`, `file:///dir` or a local directory path.
+
+    Raises `ConversionError(StoreUnavailable)` for a URL of another scheme or an invalid
+    bucket name or prefix.
+    """
+    if url.startswith("s3://"):
+        from .s3 import S3Store  # boto3 loads only when an S3 store is used.
+
+        return S3Store.from_url(url)
+    if url.startswith("file:"):
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost"):
+            raise ConversionError(
+                STORE_UNAVAILABLE,
+                f"store URL {redact_url(url)} names host {parts.netloc!r}; a file:// store must "
+                "be local: write file:///absolute/path",
+            )
+        path = unquote(parts.path)
+    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+        raise ConversionError(
+            STORE_UNAVAILABLE,
+            f"unsupported store URL {redact_url(url)}: use s3://bucket/prefix, file:///dir or a "
+            "local directory",
+        )
+    else:
+        path = url
+    if not path:
+        raise ConversionError(STORE_UNAVAILABLE, "the store location is empty")
+    from .folder import FolderStore
+
+    return FolderStore(Path(path))
+
+
+def check_key(key: str) -> str:
+    """Return `key` when it is a safe relative key; raise ValueError otherwise.
+
+    A safe key has non-empty segments separated by single slashes, none of them `.` or `..`,
+    no backslashes or control characters, and at most MAX_KEY_LENGTH characters, so it can
+    never address anything outside the store root.
+    """
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise ValueError(
+            f"invalid store key {key[:80]!r}: must have 1 to {MAX_KEY_LENGTH} characters"
+        )
+    if key.startswith("/") or "\\" in key or any(ord(char) < 32 for char in key):
+        raise ValueError(f"invalid store key {key!r}: must be relative, without backslashes")
+    if any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise ValueError(f"invalid store key {key!r}: empty, '.' or '..' segment")
+    return key
+
+
+def redact_url(url: str) -> str:
+    """Return `url` without user info and without query parameters that carry credentials."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        kept = [
+            (name, value)
+            for name, value in parse_qsl(query, keep_blank_values=True)
+            if not SECRET_QUERY_PARAMETERS.match(name)
+        ]
+        query = urlencode(kept)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def digest_file(path: Path) -> Digest:
+    """Return the size and SHA-256 of a local file, read in chunks."""
+    hasher = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK_SIZE):
+            hasher.update(chunk)
+            size += len(chunk)
+    return Digest(size, hasher.hexdigest())
+
+
+def digest_bytes(data: bytes) -> Digest:
+    """Return the size and SHA-256 of `data`."""
+    return Digest(len(data), hashlib.sha256(data).hexdigest())
+
+
+def encode_json(document: JsonDocument) -> bytes:
+    """Return the canonical bytes of a stored JSON document (sorted keys, two-space indent)."""
+    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def decode_json(location: str, data: bytes) -> JsonDocument:
+    """Parse a stored JSON object; raise `ConversionError(IntegrityFailed)` when it is not one."""
+    try:
+        document = json.loads(data)
+    except ValueError as error:
+        raise ConversionError(INTEGRITY_FAILED, f"{location} is not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise ConversionError(INTEGRITY_FAILED, f"{location} does not contain a JSON object")
+    return document

@@ -1,0 +1,345 @@
+"""A store under an S3 bucket prefix, spoken to with boto3.
+
+Credentials come from boto3's default chain (environment, profile, web identity, container
+or instance role); this module never reads or logs them. Settings from the environment:
+
+- MODELCONV_S3_ENDPOINT: endpoint URL of an S3-compatible server. Without it, boto3's own
+  AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL apply, then AWS itself.
+- MODELCONV_S3_ADDRESSING: `path`, `virtual` or `auto` (default) bucket addressing.
+- AWS_REGION or AWS_DEFAULT_REGION: the region; us-east-1 when neither is set.
+- MODELCONV_S3_MAX_ATTEMPTS: attempts per request, retries included (default 3), with
+  botocore's standard retry mode and its exponential backoff.
+- MODELCONV_S3_PART_SIZE_MIB and MODELCONV_S3_CONCURRENCY: multipart part size (default
+  16 MiB) and parallel part uploads (default 4). Files up to one part go in one PUT.
+
+Every upload carries a SHA-256 checksum (per part for multipart uploads), which S3 checks
+against the bytes it receives. The file's SHA-256 is also stored as `sha256` user metadata,
+which `head` returns: always for single-request uploads, and for multipart uploads when the
+caller passes `sha256` (metadata must be set before the first part is read).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Optional
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, ConversionError
+from . import (
+    CHUNK_SIZE,
+    Digest,
+    JsonDocument,
+    ObjectInfo,
+    ObjectNotFound,
+    PutResult,
+    Store,
+    check_key,
+    digest_bytes,
+    decode_json,
+    encode_json,
+    redact_url,
+)
+from .s3_failures import classify, error_code, status_code
+from .s3_multipart import upload_multipart
+
+log = logging.getLogger(__name__)
+
+BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+MIB = 1024 * 1024
+# Attempts of one compare-and-swap of a JSON document before giving up, and the first
+# backoff in seconds (doubled per attempt, with full jitter, at most one second).
+JSON_UPDATE_ATTEMPTS = 20
+JSON_UPDATE_BACKOFF = 0.02
+# Codes of a conditional write that lost against another writer.
+LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"})
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Settings:
+    """Client settings; `from_env` reads them from MODELCONV_S3_* variables."""
+
+    endpoint_url: Optional[str] = None
+    addressing_style: str = "auto"
+    region: Optional[str] = None
+    max_attempts: int = 3
+    part_size: int = 16 * MIB
+    concurrency: int = 4
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "S3Settings":
+        addressing = environ.get("MODELCONV_S3_ADDRESSING", "auto")
+        if addressing not in ("auto", "path", "virtual"):
+            raise ConversionError(
+                STORE_UNAVAILABLE,
+                f"MODELCONV_S3_ADDRESSING={addressing!r} is invalid: use path, virtual or auto",
+            )
+        return cls(
+            endpoint_url=environ.get("MODELCONV_S3_ENDPOINT") or None,
+            addressing_style=addressing,
+            region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+            max_attempts=_positive_int(environ, "MODELCONV_S3_MAX_ATTEMPTS", 3),
+            part_size=_positive_int(environ, "MODELCONV_S3_PART_SIZE_MIB", 16) * MIB,
+            concurrency=_positive_int(environ, "MODELCONV_S3_CONCURRENCY", 4),
+        )
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name)
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ConversionError(
+            STORE_UNAVAILABLE, f"{name}={text!r} is invalid: use a whole number of at least 1"
+        )
+    return int(text)
+
+
+class S3Store(Store):
+    """Objects under `s3://bucket/prefix`; store keys are appended to the prefix."""
+
+    def __init__(self, bucket: str, prefix: str = "", settings: Optional[S3Settings] = None):
+        self.bucket = bucket
+        self.prefix = prefix
+        self.settings = settings or S3Settings.from_env()
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, settings: Optional[S3Settings] = None) -> "S3Store":
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        prefix = prefix.strip("/")
+        if not BUCKET_PATTERN.match(bucket):
+            raise ConversionError(
+                STORE_UNAVAILABLE,
+                f"invalid bucket name {bucket!r} in {redact_url(url)}: S3 bucket names have 3 "
+                "to 63 lowercase letters, digits, dots and hyphens",
+            )
+        if prefix:
+            try:
+                check_key(prefix)
+            except ValueError as error:
+                raise ConversionError(
+                    STORE_UNAVAILABLE, f"invalid prefix in {url}: {error}"
+                ) from None
+        return cls(bucket, prefix, settings)
+
+    def describe(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    @property
+    def client(self) -> Any:
+        """The boto3 client, created on first use (creating one is not thread-safe)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        session = boto3.session.Session()
+        settings = self.settings
+        config = Config(
+            region_name=settings.region or session.region_name or "us-east-1",
+            retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            max_pool_connections=max(10, 2 * settings.concurrency),
+            s3={"addressing_style": settings.addressing_style},
+        )
+        return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL in use, without credentials."""
+        return redact_url(self.client.meta.endpoint_url)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def put_file(
+        self, key: str, path: Path, *, sha256: Optional[str] = None, if_absent: bool = True
+    ) -> PutResult:
+        s3_key = self._key(key)
+        size = os.stat(path).st_size
+        with self._errors("put", key), self.open_source(path) as source:
+            if size <= self.settings.part_size:
+                data = source.read()
+                _check_digest(self.url_of(key), digest_bytes(data), sha256)
+                return self._put_object(key, data, if_absent)
+            digest, written = upload_multipart(
+                self.client,
+                bucket=self.bucket,
+                key=s3_key,
+                source=source,
+                file_size=size,
+                part_size=self.settings.part_size,
+                concurrency=self.settings.concurrency,
+                sha256=sha256,
+                if_absent=if_absent,
+            )
+        return PutResult(key, written, digest)
+
+    def put_bytes(self, key: str, data: bytes, *, if_absent: bool = True) -> PutResult:
+        self._key(key)
+        with self._errors("put", key):
+            return self._put_object(key, data, if_absent)
+
+    def _put_object(self, key: str, data: bytes, if_absent: bool) -> PutResult:
+        digest = digest_bytes(data)
+        try:
+            self.client.put_object(**self._put_arguments(key, data, digest), **(
+                {"IfNoneMatch": "*"} if if_absent else {}
+            ))
+        except ClientError as error:
+            if if_absent and error_code(error) == "PreconditionFailed":
+                return PutResult(key, False, digest)
+            raise
+        return PutResult(key, True, digest)
+
+    def _put_arguments(self, key: str, data: bytes, digest: Digest) -> dict:
+        checksum = base64.b64encode(bytes.fromhex(digest.sha256)).decode("ascii")
+        return {
+            "Bucket": self.bucket,
+            "Key": self._key(key),
+            "Body": data,
+            "ChecksumAlgorithm": "SHA256",
+            "ChecksumSHA256": checksum,
+            "Metadata": {"sha256": digest.sha256},
+        }
+
+    def update_json(
+        self, key: str, mutate: Callable[[Optional[JsonDocument]], Optional[JsonDocument]]
+    ) -> Optional[JsonDocument]:
+        self._key(key)
+        with self._errors("put", key):
+            for attempt in range(JSON_UPDATE_ATTEMPTS):
+                current, etag = self._read_json(key)
+                updated = mutate(None if current is None else json.loads(json.dumps(current)))
+                if updated is None or updated == current:
+                    return current
+                data = encode_json(updated)
+                condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+                try:
+                    self.client.put_object(
+                        **self._put_arguments(key, data, digest_bytes(data)), **condition
+                    )
+                    return updated
+                except ClientError as error:
+                    if error_code(error) not in LOST_RACE_CODES:
+                        raise
+                # Another writer changed the document since it was read: read it again.
+                log.debug("%s changed during an update; attempt %d", self.url_of(key), attempt + 1)
+                time.sleep(random.uniform(0, min(1.0, JSON_UPDATE_BACKOFF * 2**attempt)))
+        raise ConversionError(
+            STORE_UNAVAILABLE,
+            f"{self.url_of(key)} changed during each of {JSON_UPDATE_ATTEMPTS} attempts to "
+            "update it; retry when fewer writers are active",
+            permanent=False,
+        )
+
+    def _read_json(self, key: str) -> tuple[Optional[JsonDocument], Optional[str]]:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as error:
+            if error_code(error) == "NoSuchKey":
+                return None, None
+            raise
+        data = response["Body"].read()
+        return decode_json(self.url_of(key), data), response["ETag"]
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get_file(self, key: str, dest: Path) -> Digest:
+        with self._errors("get", key):
+            body = self._get_body(key)
+            hasher = hashlib.sha256()
+            size = 0
+            with open(dest, "wb") as out:
+                for chunk in body.iter_chunks(CHUNK_SIZE):
+                    hasher.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+        return Digest(size, hasher.hexdigest())
+
+    def get_bytes(self, key: str) -> bytes:
+        with self._errors("get", key):
+            return self._get_body(key).read()
+
+    def _get_body(self, key: str) -> Any:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except ClientError as error:
+            if error_code(error) == "NoSuchKey":
+                raise ObjectNotFound(self.describe(), key) from None
+            raise
+
+    def head(self, key: str) -> Optional[ObjectInfo]:
+        with self._errors("head", key):
+            try:
+                response = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            except ClientError as error:
+                # HEAD responses have no body, so a missing key is only a 404 status. A
+                # missing bucket looks the same; the next write reports it as NoSuchBucket.
+                if status_code(error) == 404:
+                    return None
+                raise
+        return ObjectInfo(
+            key=key,
+            size=int(response["ContentLength"]),
+            etag=response["ETag"],
+            sha256=response.get("Metadata", {}).get("sha256"),
+        )
+
+    def list(self, prefix: str = "") -> list[str]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        keys = []
+        with self._errors("list", prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=root + prefix
+            )
+            for page in pages:
+                keys.extend(item["Key"].removeprefix(root) for item in page.get("Contents", ()))
+        return sorted(keys)
+
+    # --- keys and errors ----------------------------------------------------------------
+
+    def _key(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except (BotoCoreError, ClientError) as error:
+            raise classify(
+                error,
+                operation=operation,
+                location=self.url_of(key),
+                bucket=self.bucket,
+                endpoint=self.endpoint,
+            ) from None
+
+
+def _check_digest(location: str, digest: Digest, expected: Optional[str]) -> None:
+    if expected is not None and digest.sha256 != expected:
+        raise ConversionError(
+            INTEGRITY_FAILED,
+            f"{location}: the file changed after it was hashed (read sha256 {digest.sha256}, "
+            f"expected {expected}); nothing was uploaded",
+        )

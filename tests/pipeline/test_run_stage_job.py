@@ -1,0 +1,181 @@
+"""`modelconv stage` against a local folder store, as a stage Job runs it (docs/stage-contract.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODELCONV = str(Path(sys.executable).parent / "modelconv")
+STAGES = ("export", "convert", "validate", "publish")
+KEYS = {stage: hashlib.sha256(f"tiny-{stage}".encode()).hexdigest() for stage in STAGES}
+
+CONVERSION = {
+    "apiVersion": "modelconv.io/v1alpha1",
+    "kind": "ModelConversion",
+    "metadata": {"name": "tiny-linear", "namespace": "ml"},
+    "spec": {
+        "source": {
+            "factory": {
+                "entrypoint": "torch.nn:Linear",
+                "kwargs": {"in_features": 5, "out_features": 2},
+            }
+        },
+        "inputs": [{"name": "x", "shape": [1, 5]}],
+        "outputs": [{"name": "y"}],
+        "validation": {"samples": {"count": 2}},
+        "publish": {"model": "tiny-linear", "version": "3.0.0"},
+    },
+}
+
+
+def write_run_file(folder: Path, store: Path, conversion: dict = CONVERSION,
+                   stages: dict = KEYS) -> Path:
+    path = folder / "run.json"
+    path.write_text(json.dumps({
+        "apiVersion": "modelconv.io/run/v1",
+        "conversion": conversion,
+        "store": str(store),
+        "stages": {stage: {"key": key} for stage, key in stages.items()},
+    }))
+    return path
+
+
+def run_stage(stage: str, run_file: Path, termination: Path):
+    env = dict(os.environ, MODELCONV_TERMINATION_LOG=str(termination))
+    return subprocess.run([MODELCONV, "stage", stage, "--run", str(run_file)],
+                          capture_output=True, text=True, env=env, timeout=900)
+
+
+def cache(store: Path, stage: str) -> Path:
+    return store / ".cache" / stage / KEYS[stage]
+
+
+@pytest.fixture(scope="module")
+def cluster_run(tmp_path_factory):
+    """export, convert, validate and publish, each as its own `modelconv stage` process."""
+    folder = tmp_path_factory.mktemp("stage-job")
+    store = folder / "store"
+    run_file = write_run_file(folder, store)
+    processes = {}
+    for stage in STAGES:
+        termination = folder / f"{stage}.termination"
+        processes[stage] = (run_stage(stage, run_file, termination), termination)
+    return store, run_file, processes, folder
+
+
+def test_every_stage_exits_0(cluster_run):
+    _, _, processes, _ = cluster_run
+    for stage, (process, _) in processes.items():
+        assert process.returncode == 0, f"{stage}: {process.stderr[-3000:]}"
+
+
+def test_each_stage_writes_result_json(cluster_run):
+    store = cluster_run[0]
+    for stage in STAGES:
+        result = json.loads((cache(store, stage) / "result.json").read_text())
+        assert result["stage"] == stage
+        assert result["succeeded"] is True
+        assert result["finished"] >= result["started"]
+
+
+def test_artifacts_match_their_recorded_digests(cluster_run):
+    store = cluster_run[0]
+    for stage in ("export", "convert"):
+        result = json.loads((cache(store, stage) / "result.json").read_text())
+        assert result["artifacts"]
+        for entry in result["artifacts"].values():
+            data = (cache(store, stage) / entry["file"]).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+            assert len(data) == entry["size"]
+
+
+def test_package_folder_is_cached_as_zip(cluster_run):
+    store = cluster_run[0]
+    result = json.loads((cache(store, "convert") / "result.json").read_text())
+    assert result["artifacts"]["mlpackage"]["file"] == "model.mlpackage.zip"
+
+
+def test_validate_reads_artifacts_from_the_cache(cluster_run):
+    store = cluster_run[0]
+    result = json.loads((cache(store, "validate") / "result.json").read_text())
+    runtimes = {name for name in ("onnxruntime", "coreml") if result["metrics"].get(name)}
+    assert runtimes == {"onnxruntime", "coreml"}
+
+
+def test_termination_message_is_one_json_line(cluster_run):
+    _, _, processes, _ = cluster_run
+    for stage, (_, termination) in processes.items():
+        text = termination.read_text()
+        assert "\n" not in text
+        assert json.loads(text) == {"stage": stage, "succeeded": True, "reason": "",
+                                    "message": json.loads(text)["message"]}
+        assert len(text.encode()) <= 4096
+
+
+def test_publish_stage_makes_the_release(cluster_run):
+    store = cluster_run[0]
+    folder = store / "tiny-linear" / "3.0.0"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"model.mlpackage.zip", "model.onnx", "report.json", "report.html"}
+    report = json.loads((folder / "report.json").read_text())
+    assert report["name"] == "tiny-linear"
+    assert [stage["stage"] for stage in report["stages"]] == ["export", "convert", "validate"]
+
+
+def test_rerun_of_a_done_stage_is_a_cache_hit(cluster_run):
+    store, run_file, _, folder = cluster_run
+    before = (cache(store, "export") / "result.json").read_bytes()
+    process = run_stage("export", run_file, folder / "again.termination")
+    assert process.returncode == 0
+    assert "already done" in process.stderr
+    assert (cache(store, "export") / "result.json").read_bytes() == before
+
+
+def test_permanent_failure_exits_2_and_records_the_reason(tmp_path):
+    conversion = json.loads(json.dumps(CONVERSION))
+    conversion["spec"]["source"] = {"torchscript": {"uri": str(tmp_path / "absent.pt")}}
+    store = tmp_path / "store"
+    termination = tmp_path / "termination"
+    process = run_stage("export", write_run_file(tmp_path, store, conversion), termination)
+    assert process.returncode == 2
+    summary = json.loads(termination.read_text())
+    assert summary["reason"] == "SourceNotFound"
+    assert summary["succeeded"] is False
+    result = json.loads((cache(store, "export") / "result.json").read_text())
+    assert result["reason"] == "SourceNotFound"
+    assert "Traceback" not in process.stderr
+
+
+def test_missing_earlier_result_is_transient(tmp_path):
+    termination = tmp_path / "termination"
+    process = run_stage("validate", write_run_file(tmp_path, tmp_path / "store"), termination)
+    assert process.returncode == 1
+    summary = json.loads(termination.read_text())
+    assert summary["reason"] == "StoreUnavailable"
+    assert "export" in summary["message"]
+    assert not (tmp_path / "store" / ".cache" / "validate").exists()
+
+
+def test_invalid_conversion_in_run_file_exits_2(tmp_path):
+    conversion = json.loads(json.dumps(CONVERSION))
+    conversion["spec"]["outputs"] = []
+    termination = tmp_path / "termination"
+    process = run_stage("export", write_run_file(tmp_path, tmp_path / "store", conversion),
+                        termination)
+    assert process.returncode == 2
+    summary = json.loads(termination.read_text())
+    assert summary["reason"] == "InvalidSpec"
+    assert summary["message"].startswith("spec.outputs")
+
+
+def test_missing_run_file_exits_2(tmp_path):
+    termination = tmp_path / "termination"
+    process = run_stage("export", tmp_path / "absent.json", termination)
+    assert process.returncode == 2
+    assert "run file not found" in json.loads(termination.read_text())["message"]
