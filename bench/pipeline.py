@@ -6,12 +6,13 @@ For each model, every round runs two fresh processes, in alternating order:
   start-up, imports, the conversion ladder, both validations, the report and the release all
   count;
 - `library`: this script with `--library`, one Python process that does the same work with
-  direct calls: build the module, compute reference outputs on the same seeded samples,
-  `torch.onnx.export`, ONNX Runtime on the samples, `torch.export` and `ct.convert` on the path
-  the pipeline ended up using (no ladder), the Core ML program executed by `modelconv.mil`,
-  the same figures (`compare_outputs`), then zip the package and copy the files to a folder.
-  It uses the project's spec-to-tool translations (example tensors, dynamic shapes, Core ML
-  input types, `convert_program`) so both sides convert the same program.
+  direct calls. It builds the module and computes reference outputs on the same seeded
+  samples. It runs `torch.onnx.export` and ONNX Runtime on the samples, then `torch.export`
+  and `ct.convert` on the path the pipeline ended up using (no ladder). It executes the Core ML
+  program with `modelconv.mil`, computes the same figures (`compare_outputs`), zips the
+  package and copies the files to a folder. It uses the project's spec-to-tool translations
+  (example tensors, dynamic shapes, Core ML input types, `convert_program`), so both sides
+  convert the same program.
 
 It prints the median wall time of each side, their ratio (target: at most 1.15) and the peak
 resident memory of each process (from wait4). Usage:
@@ -200,7 +201,7 @@ def measure(model: str, rounds: int, scratch: Path) -> dict:
     rung = None
     for index in range(rounds):
         # Alternate which side goes first, so neither always runs on a warmer file cache.
-        # Round 0 starts with the CLI, which tells which conversion path the library takes.
+        # Round 0 starts with the CLI, whose result names the conversion path the library takes.
         order = ("cli", "library") if index % 2 == 0 else ("library", "cli")
         for side in order:
             if side == "cli":

@@ -34,10 +34,19 @@ def main(argv: list[str]) -> int:
         return 2
 
     # The agent stops a container by signalling its whole process group. The shim outlives
-    # the signal so it can record how the command ended. exec resets the handler in the
-    # child, so the command still gets the default action.
+    # the signal so it can record how the command ended, and passes it on to the command:
+    # a signal that arrives before or while the command starts would miss it otherwise.
+    # exec resets the handler in the child, so the command gets the default action.
+    received: list[int] = []
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, frame: object) -> None:
+        received.append(signum)
+        if child is not None:
+            child.send_signal(signum)
+
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda signum, frame: None)
+        signal.signal(sig, forward)
 
     with open(os.path.join(attempt_dir, "log"), "ab", buffering=0) as log:
         try:
@@ -50,6 +59,8 @@ def main(argv: list[str]) -> int:
             log.write(f"{message}\n".encode())
             _record(attempt_dir, START_ERROR_EXIT_CODE)
             return START_ERROR_EXIT_CODE
+        for signum in received:
+            child.send_signal(signum)
         returncode = child.wait()
 
     exit_code = returncode if returncode >= 0 else 128 - returncode

@@ -32,7 +32,12 @@ from testenv.api import ApiError, KubeAPI
 from testenv.node_registration import DEFAULT_NODE_NAME, NodeRegistration
 from testenv.pod_lifecycle import PodLifecycle
 from testenv.pod_runtime import RestartBackoff, kill_recorded_processes
-from testenv.pod_setup import DEFAULT_IMAGE_COMMANDS, PodContext, parse_image_command
+from testenv.pod_setup import (
+    DEFAULT_IMAGE_COMMANDS,
+    ContainerConfigError,
+    PodContext,
+    parse_image_command,
+)
 
 log = logging.getLogger("testenv.node_agent")
 
@@ -67,7 +72,7 @@ class NodeAgent:
     def run(self) -> None:
         """Register the node, then sync pods until `stopping` is set."""
         self.node.register()
-        self.sync()
+        self.sync()  # An error here ends the agent with a traceback, before it reports ready.
         (self.state_dir / "ready").write_text(str(os.getpid()))
         log.info("node %s ready; state in %s", self.node_name, self.state_dir)
         threading.Thread(target=self._watch_pods, name="watch-pods", daemon=True).start()
@@ -133,11 +138,21 @@ class NodeAgent:
         """Bind unscheduled pods, bring each bound pod one step on, remove orphans."""
         unscheduled = self.api.get("/api/v1/pods", fieldSelector="spec.nodeName=")
         for pod in unscheduled["items"]:
-            self._bind_when_suitable(pod)
+            try:
+                self._bind_when_suitable(pod)
+            except ApiError as error:
+                metadata = pod["metadata"]
+                log.warning("binding pod %s/%s failed; retrying on the next pass: %s",
+                            metadata["namespace"], metadata["name"], error)
         bound = self.api.get("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}")
         now = time.time()
         for pod in bound["items"]:
-            self._sync_pod(pod, now)
+            try:
+                self._sync_pod(pod, now)
+            except Exception:  # noqa: BLE001 - one pod's failure must not stall the others
+                metadata = pod["metadata"]
+                log.exception("sync of pod %s/%s (uid %s) failed; retrying on the next pass",
+                              metadata["namespace"], metadata["name"], metadata["uid"])
         self._remove_orphans({pod["metadata"]["uid"] for pod in bound["items"]})
 
     def _bind_when_suitable(self, pod: dict[str, Any]) -> None:
@@ -265,7 +280,10 @@ class NodeAgent:
         except ApiError as error:
             if error.status == 404:
                 return None
-            raise
+            # The container waits with this reason and the agent tries again, as the
+            # kubelet does when it cannot read a ConfigMap or Secret.
+            raise ContainerConfigError(f"reading {kind[:-1]} {namespace}/{name} failed: "
+                                       f"{error}") from error
 
     def _request_token(self, pod: dict[str, Any], audience: str | None,
                        expiration_seconds: int) -> str:
@@ -278,10 +296,15 @@ class NodeAgent:
         if audience:
             spec["audiences"] = [audience]
         account = pod["spec"].get("serviceAccountName") or "default"
-        response = self.api.post(
-            f"/api/v1/namespaces/{metadata['namespace']}/serviceaccounts/{account}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-        )
+        path = f"/api/v1/namespaces/{metadata['namespace']}/serviceaccounts/{account}/token"
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        try:
+            response = self.api.post(path, body)
+        except ApiError as error:
+            raise ContainerConfigError(
+                f"requesting a token for ServiceAccount {metadata['namespace']}/{account} "
+                f"failed: {error}"
+            ) from error
         return response["status"]["token"]
 
 

@@ -136,6 +136,7 @@ class PodLifecycle:
                 continue
             if attempt.term_sent_at is None:
                 attempt.term_sent_at = now
+                (attempt.dir / "terminated-by-agent").touch()
                 attempt.signal(signal.SIGTERM)
             elif now >= attempt.term_sent_at + grace_seconds:
                 (attempt.dir / "killed").touch()

@@ -3,12 +3,15 @@
 Each run of a container is an attempt with its own folder under the pod's state folder:
 
     <pod dir>/containers/<container>/<attempt number>/
-        process          pid, its start time in clock ticks, and the start time (JSON)
-        log              stdout and stderr of the command
-        termination-log  where terminationMessagePath points inside the container
-        exit-code        written by container_shim.py when the command ends
-        killed           written by the agent before it sends SIGKILL
-        terminated.json  the final state, written once by the agent
+        process              pid, its start time in clock ticks, and the start time (JSON)
+        termination-policy   the container's terminationMessagePolicy
+        log                  stdout and stderr of the command
+        termination-log      where terminationMessagePath points inside the container
+        exit-code            written by container_shim.py when the command ends
+        start-error          written by container_shim.py when the command cannot start
+        terminated-by-agent  written by the agent before it sends SIGTERM
+        killed               written by the agent before it sends SIGKILL
+        terminated.json      the final state, written once by the agent
 
 Everything the pod status needs is in these files, so an agent that restarts rebuilds the
 same state and adopts processes that are still running (they run in sessions of their own
@@ -146,10 +149,13 @@ class Attempt:
             finished = exit_path.stat().st_mtime
             reason = "Completed" if exit_code == 0 else "Error"
         except (OSError, ValueError):
-            # No exit code: either the agent killed the shim with SIGKILL or the process
-            # vanished while no agent watched (a lost container).
-            exit_code = LOST_EXIT_CODE
-            reason = "Error" if (self.dir / "killed").exists() else "ContainerStatusUnknown"
+            # No exit code: the agent killed the shim with SIGKILL, or SIGTERM reached the
+            # shim before it could handle it, or the process vanished while no agent watched.
+            exit_code, reason = LOST_EXIT_CODE, "ContainerStatusUnknown"
+            if (self.dir / "killed").exists():
+                reason = "Error"
+            elif (self.dir / "terminated-by-agent").exists():
+                exit_code, reason = 128 + signal.SIGTERM, "Error"
         if (self.dir / "start-error").exists():
             reason = "StartError"
         state = {

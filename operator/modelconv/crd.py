@@ -10,8 +10,8 @@ requires it:
 - a map with a fixed set of keys becomes an object with those properties;
 - defaults are kept, and a nested settings object defaults to `{}` so the API server fills
   in its fields' defaults;
-- what a schema cannot say (exactly one source, ordered ranges, unique names, ...) becomes
-  CEL rules (`x-kubernetes-validations`) whose messages say what to fix.
+- what a schema cannot express (exactly one source, ordered ranges, unique names, ...)
+  becomes CEL rules (`x-kubernetes-validations`) whose messages tell the user what to fix.
 
 `modelconv crd` prints the manifest; crds/modelconversion.yaml is its output, and a test
 fails when the file is stale.
@@ -206,7 +206,7 @@ def _inline(node: dict, definitions: dict) -> dict:
 
 
 def _collapse_optional(node: dict, definitions: dict) -> dict:
-    """Turn `anyOf: [X, null]` into X; an absent field is how Kubernetes says null."""
+    """Turn `anyOf: [X, null]` into X, because Kubernetes expresses null by an absent field."""
     branches = node.get("anyOf")
     if not branches:
         return node
@@ -229,7 +229,7 @@ def _int_or_string(node: dict) -> dict:
     """Express an integer-or-string union in the one form a structural schema allows.
 
     The branches may only name the two types, so the string's `pattern` and the integer's
-    `minimum` move up a level; validation applies each of them to its own type only.
+    `minimum` move up a level. Validation applies each of them to its own type only.
     """
     result = {key: value for key, value in node.items() if key != "anyOf"}
     for branch in node["anyOf"]:

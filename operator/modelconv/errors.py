@@ -33,11 +33,15 @@ BAD_INPUT_REASONS = frozenset({INVALID_SPEC, SOURCE_NOT_FOUND, INVALID_MODEL})
 class ConversionError(Exception):
     """A classified failure: `reason` is CamelCase, `message` tells the user what to do."""
 
-    def __init__(self, reason: str, message: str, *, permanent: bool = True):
+    def __init__(
+        self, reason: str, message: str, *, permanent: bool = True, details: dict | None = None
+    ):
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.permanent = permanent
+        # Structured context for reports (e.g. the conversion attempts); never credentials.
+        self.details = details or {}
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"

@@ -1,9 +1,9 @@
 """Progress display of `modelconv run`: live on a terminal, plain lines elsewhere.
 
 `modelconv.pipeline.run` reports to a `RunObserver`. `LiveProgress` draws one row per stage
-(a spinner, the stage name, elapsed seconds and the stage's latest status line) with rich, then
-a summary table; `PlainProgress` writes the same events as plain lines, for logs, CI and
-`--output json` (where it writes to stderr, so stdout carries the JSON document alone).
+with rich (a spinner, the stage name, elapsed seconds and the stage's latest status line), then
+a summary table. `PlainProgress` writes the same events as plain lines, for logs and CI. With
+`--output json` it writes to stderr, so stdout carries the JSON document alone.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class RunObserver(Protocol):
-    """What `run_pipeline` reports while it runs."""
+    """Receiver of the events that `run_pipeline` sends while it runs."""
 
     def run_started(self, stages: list[str], skipped: dict[str, str]) -> None: ...
 
@@ -161,10 +161,14 @@ class LiveProgress:
         row.elapsed = result.duration_seconds
         row.status = _one_line(result.message if result.succeeded else result.reason, width=100)
 
-    def run_finished(self, outcome):
+    def close(self) -> None:
+        """Stop redrawing; safe to call more than once (the CLI calls it on Ctrl-C)."""
         if self.live is not None:
             self.live.stop()
             self.live = None
+
+    def run_finished(self, outcome):
+        self.close()
         self.console.print()
         for renderable in rich_summary(outcome):
             self.console.print(renderable)
@@ -268,7 +272,7 @@ def rich_summary(outcome: "RunOutcome") -> list:
         source = _coreml_source(outcome)
         if source:
             renderables.append(Text(source, style="dim"))
+    headline_style = "bold green" if outcome.succeeded else "bold red"
     for index, line in enumerate(outcome_lines(outcome)):
-        style = ("bold green" if outcome.succeeded else "bold red") if index == 0 else ""
-        renderables.append(Text(line, style=style))
+        renderables.append(Text(line, style=headline_style if index == 0 else ""))
     return renderables

@@ -91,9 +91,10 @@ def silero_vad():
     The packaged TorchScript model keeps its recurrent state and audio context inside the
     module between calls, picks a sub-model by sample rate, and its scripted convolutions
     fail in coremltools 9.0 ("strides expects int32"). So this factory rebuilds the 16 kHz
-    sub-model from standard layers and copies the TorchScript weights into it. `audio` is
-    [batch, 576]: 64 context samples of the previous frame, then 512 new ones; `state` is
-    [2, batch, 128], the LSTM's hidden and cell state.
+    sub-model from standard layers and copies the TorchScript weights into it.
+
+    `audio` is [batch, 576]: 64 context samples of the previous frame, then 512 new ones.
+    `state` is [2, batch, 128]: the LSTM's hidden and cell state.
     """
     import torch
 
@@ -163,8 +164,8 @@ def mobilenet_v3_small(calibration_batches: int = 2):
     smallest value, and any float16 conversion looks broken. So the running statistics are
     recomputed from `calibration_batches` batches of 4 random images, which brings the logits
     to about 1e-2, as a trained network's normalized activations would be. The weights come
-    from `torch.manual_seed` (the factory's `seed` in the spec); the calibration images have a
-    seed of their own, so the same seed always gives the same model.
+    from `torch.manual_seed`, which the spec's factory `seed` sets. The calibration images
+    have a fixed seed of their own, so the same spec always gives the same model.
     """
     import torch
     import torchvision

@@ -1,4 +1,5 @@
-"""Validate rendered objects with the API server: a server-side dry run of each create.
+"""Validate rendered objects with the API server (a server-side dry run of each create), and
+install the CRDs such a dry run needs.
 
 A dry run runs every admission and validation step of a real create, OpenAPI schemas and
 CRD schemas included, and stores nothing. `fieldValidation=Strict` makes an unknown or
@@ -13,6 +14,9 @@ from typing import Any
 from kubernetes import dynamic
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+
+from testenv.api import ApiError, KubeAPI
+from testenv.processes import wait_until
 
 FIELD_MANAGER = "modelconv-chart-tests"
 
@@ -68,3 +72,20 @@ def _status_message(error: ApiException) -> str:
         return json.loads(error.body)["message"]
     except (TypeError, ValueError, KeyError):
         return str(error.body)
+
+
+def install_crd(kube_api: KubeAPI, document: dict) -> None:
+    """Create the CRD unless it exists, and wait until the API server serves it."""
+    try:
+        kube_api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", document)
+    except ApiError as error:
+        if error.status != 409:
+            raise
+    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{document['metadata']['name']}"
+
+    def established() -> bool:
+        conditions = kube_api.get(path).get("status", {}).get("conditions") or []
+        return any(item["type"] == "Established" and item["status"] == "True"
+                   for item in conditions)
+
+    wait_until(established, 30, f"CRD {document['metadata']['name']} to be established")

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from api_validation import DryRunRejected, dry_run_create
+from api_validation import DryRunRejected, dry_run_create, install_crd
 from chart_rendering import CHART, find, render_chart
 from testenv.api import ApiError, KubeAPI
 from testenv.processes import free_port, wait_until
@@ -41,27 +41,11 @@ CONVERSION_READY_TIMEOUT = 900.0
 DELETION_TIMEOUT = 60.0
 
 
-def _apply_crd(kube_api: KubeAPI, document: dict) -> None:
-    try:
-        kube_api.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", document)
-    except ApiError as error:
-        if error.status != 409:
-            raise
-    path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{document['metadata']['name']}"
-
-    def established() -> bool:
-        conditions = kube_api.get(path).get("status", {}).get("conditions") or []
-        return any(item["type"] == "Established" and item["status"] == "True"
-                   for item in conditions)
-
-    wait_until(established, 30, f"CRD {document['metadata']['name']} to be established")
-
-
 @pytest.fixture(scope="module")
 def service_monitor_crd(kube_api: KubeAPI) -> Iterator[None]:
     """The reduced ServiceMonitor CRD, so the chart's ServiceMonitor can be validated."""
     document = yaml.safe_load(SERVICE_MONITOR_CRD.read_text())
-    _apply_crd(kube_api, document)
+    install_crd(kube_api, document)
     yield
     kube_api.delete(
         f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{document['metadata']['name']}")

@@ -124,7 +124,7 @@ def test_runner_role_covers_only_checks_and_leases(rendered_sets):
     from chart_rendering import bound_roles
 
     documents = rendered_sets["store-and-runners"]
-    roles = bound_roles(documents, "modelconv-runners", "modelconv-runner")
+    roles = bound_roles(documents, "modelconv-runners", "modelconv-agent")
     assert [(role["kind"], role["namespace"]) for role in roles] == [("Role", "modelconv-runners")]
     resources = {(group, resource) for rule in roles[0]["rules"]
                  for group in rule["apiGroups"] for resource in rule["resources"]}
@@ -140,7 +140,7 @@ def test_runner_token_secret_is_optional(rendered_sets):
     (secret,) = find(rendered_sets["store-and-runners"], "Secret")
     assert secret["type"] == "kubernetes.io/service-account-token"
     assert secret["metadata"]["annotations"] == {
-        "kubernetes.io/service-account.name": "modelconv-runner"}
+        "kubernetes.io/service-account.name": "modelconv-agent"}
 
 
 def test_two_replicas_share_one_lease(rendered_sets):

@@ -1,8 +1,8 @@
 """Drift checks: what the chart copies from another source must equal that source.
 
 hack/gen-chart.py writes the CRD templates, the operator's RBAC rules, the values table and
-the Argo CD patch; these tests fail when one of them is stale, and compare the rendered
-chart with crds/, `modelconv crd` and modelconv.controller.rbac directly.
+the Argo CD patch. These tests fail when one of them is stale. They also compare the
+rendered chart with crds/, `modelconv crd` and modelconv.controller.rbac directly.
 """
 
 from __future__ import annotations
@@ -126,3 +126,16 @@ def test_chart_crd_templates_and_crds_folder_name_the_same_crds():
     assert templates == ["crd-coremlchecks.yaml", "crd-modelconversions.yaml"]
     assert all(path.exists() for path in CRD_FILES.values())
 
+
+
+def test_runner_role_equals_the_agent_rbac_example(rendered_sets):
+    from chart_rendering import bound_roles
+
+    example = [document for document in
+               yaml.safe_load_all((REPO / "examples" / "macos" / "agent-rbac.yaml").read_text())
+               if document]
+    (example_role,) = [document for document in example if document["kind"] == "Role"]
+    (account,) = [document for document in example if document["kind"] == "ServiceAccount"]
+    documents = rendered_sets["default"]
+    (role,) = bound_roles(documents, "modelconv-system", account["metadata"]["name"])
+    assert role["rules"] == example_role["rules"]

@@ -37,7 +37,7 @@ def test_json_run_exits_0(json_run):
 
 def test_json_output_is_one_document(json_run):
     process, _, _ = json_run
-    document = _document(process)  # raises when stdout holds anything else
+    document = _document(process)  # raises when stdout contains anything else
     assert document["outcome"] == "succeeded"
     assert document["reason"] == ""
     assert document["exit_code"] == 0

@@ -3,8 +3,8 @@ kube-controller-manager's Job controller, and the agent survives its own restart
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,12 +89,27 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any]:
     return pod["status"]["containerStatuses"][0]["state"]["terminated"]
 
 
-def _group_alive(pgid: int) -> bool:
+def _pod_gone(api: KubeAPI, namespace: str, name: str) -> bool:
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        api.get(f"/api/v1/namespaces/{namespace}/pods/{name}")
+    except ApiError as error:
+        if error.status == 404:
+            return True
+        raise
+    return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Return whether a process of group `pgid` still runs; zombies do not count."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # The process ended while the folder was listed.
+        state, _parent, group = text[text.rindex(")") + 2:].split()[:3]
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 def test_node_is_ready_with_lease(kube_api: KubeAPI, node_agent: NodeAgentProcess) -> None:
@@ -157,6 +172,38 @@ def test_pod_failure_policy_fails_job_on_exit_code(kube_api: KubeAPI, namespace:
     assert conditions["Failed"]["reason"] == "PodFailurePolicy"
     assert finished["status"]["failed"] == 1
     assert len(_job_pods(kube_api, namespace, "permanent")) == 1
+
+
+def test_evicted_pod_is_ignored_by_policy(kube_api: KubeAPI, namespace: str,
+                                          node_agent: NodeAgentProcess, tmp_path: Path) -> None:
+    # The first pod waits for the release file; it is evicted before the file exists.
+    code = ("import os, sys, time\n"
+            "while not os.path.exists(sys.argv[1]):\n"
+            "    time.sleep(0.05)")
+    policy = {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]}
+    job = _job("evicted", code, backoff_limit=0, podFailurePolicy=policy)
+    job["spec"]["template"]["spec"]["containers"][0]["args"] = [str(tmp_path / "release")]
+    job["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 2
+    kube_api.post(f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
+    wait_until(lambda: len(_job_pods(kube_api, namespace, "evicted")) == 1, POD_TIMEOUT,
+               "the Job's first pod")
+    [first] = _job_pods(kube_api, namespace, "evicted")
+    name = first["metadata"]["name"]
+    _wait_for_pod(kube_api, namespace, name, "Running")
+
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", {
+        "apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+    })
+    wait_until(lambda: _pod_gone(kube_api, namespace, name), POD_TIMEOUT,
+               "the evicted pod to be deleted")
+    (tmp_path / "release").touch()
+    finished = _wait_for_job(kube_api, namespace, "evicted", "Complete")
+    [second] = _job_pods(kube_api, namespace, "evicted")
+
+    assert second["metadata"]["name"] != name
+    assert finished["status"]["succeeded"] == 1
+    assert finished["status"].get("failed", 0) == 0
 
 
 def test_on_failure_job_restarts_in_place(kube_api: KubeAPI, namespace: str,
@@ -250,10 +297,9 @@ def test_active_deadline_stops_pod(kube_api: KubeAPI, namespace: str,
     pod = _pod("overdue", "import time; time.sleep(300)")
     pod["spec"]["activeDeadlineSeconds"] = 2
     kube_api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
-    _wait_for_pod(kube_api, namespace, "overdue", "Running")
-    pgid = node_agent.container_pid(namespace, "overdue")
 
     finished = _wait_for_pod(kube_api, namespace, "overdue", "Succeeded", "Failed")
+    pgid = node_agent.container_pid(namespace, "overdue")
 
     assert finished["status"]["phase"] == "Failed"
     assert finished["status"]["reason"] == "DeadlineExceeded"
@@ -271,23 +317,22 @@ def test_deleted_pod_process_is_killed(kube_api: KubeAPI, namespace: str,
 
     kube_api.delete(path)
 
-    def gone() -> bool:
-        try:
-            kube_api.get(path)
-        except ApiError as error:
-            return error.status == 404
-        return False
-
-    wait_until(gone, POD_TIMEOUT, "the deleted pod to disappear")
+    wait_until(lambda: _pod_gone(kube_api, namespace, "long-runner"), POD_TIMEOUT,
+               "the deleted pod to disappear")
     assert not _group_alive(pgid)
 
 
-def test_agent_restart_adopts_pods(
-    kube_api: KubeAPI, namespace: str, node_agent: NodeAgentProcess
-) -> None:
+def test_agent_restart_adopts_pods(kube_api: KubeAPI, namespace: str,
+                                   node_agent: NodeAgentProcess, tmp_path: Path) -> None:
+    # Each pod runs until the test creates its release file, so the order of events is fixed.
+    wait_for_release = ("import os, sys, time\n"
+                        "while not os.path.exists(sys.argv[1]):\n"
+                        "    time.sleep(0.05)\n"
+                        "print('released', sys.argv[1])")
     pods = f"/api/v1/namespaces/{namespace}/pods"
-    kube_api.post(pods, _pod("short", "import time; time.sleep(1); print('short done')"))
-    kube_api.post(pods, _pod("long", "import time; time.sleep(6); print('long done')"))
+    for name in ("short", "long"):
+        pod = _pod(name, wait_for_release, args=[str(tmp_path / name)])
+        kube_api.post(pods, pod)
     _wait_for_pod(kube_api, namespace, "short", "Running")
     _wait_for_pod(kube_api, namespace, "long", "Running")
     short_pid = node_agent.container_pid(namespace, "short")
@@ -295,24 +340,25 @@ def test_agent_restart_adopts_pods(
 
     node_agent.crash()
     try:
-        # "short" ends while no agent watches; "long" still runs when the new agent starts.
+        # "short" ends while no agent runs; "long" still runs when the new agent starts.
+        (tmp_path / "short").touch()
         wait_until(lambda: not _group_alive(short_pid), POD_TIMEOUT, "the short pod to end")
-        assert kube_api.get(f"{pods}/short")["status"]["phase"] == "Running"
-        assert _group_alive(long_pid)
+        short_while_down = kube_api.get(f"{pods}/short")
     finally:
         node_agent.start()
-
     short = _wait_for_pod(kube_api, namespace, "short", "Succeeded", "Failed")
-    long_running = kube_api.get(f"{pods}/long")
+    long_adopted = kube_api.get(f"{pods}/long")
+    (tmp_path / "long").touch()
     long = _wait_for_pod(kube_api, namespace, "long", "Succeeded", "Failed")
 
+    assert short_while_down["status"]["phase"] == "Running"
     assert short["status"]["phase"] == "Succeeded"
     assert _terminated(short)["exitCode"] == 0
-    assert long_running["status"]["phase"] == "Running"
+    assert long_adopted["status"]["phase"] == "Running"
     assert node_agent.container_pid(namespace, "long") == long_pid
     assert long["status"]["phase"] == "Succeeded"
     assert long["status"]["containerStatuses"][0]["restartCount"] == 0
-    assert "long done" in node_agent.container_log(namespace, "long")
+    assert "released" in node_agent.container_log(namespace, "long")
 
 
 def test_container_python_is_virtualenv_python(kube_api: KubeAPI, namespace: str,

@@ -205,3 +205,17 @@ def stage_job_arguments():
     plan = plan_run(conversion.spec)
     reference = ConversionRef("mobilenet", "ml", "00000000-0000-0000-0000-000000000001")
     return reference, plan, plan.stage("export"), conversion.spec
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_dockerignore_admits_every_copied_path(image):
+    ignore = (IMAGES / image / "Dockerfile.dockerignore").read_text().splitlines()
+    admitted = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    assert "*" in ignore, "the ignore file should start from an empty context"
+    for stage in parse_dockerfile(DOCKERFILES[image]).stages:
+        for name, value in stage.instructions:
+            if name != "COPY" or value.startswith("--from="):
+                continue
+            *sources, _destination = value.split()
+            for source in sources:
+                assert source.rstrip("/") in admitted, f"{image}: COPY {source} is ignored"

@@ -127,12 +127,12 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def lstm(x, h, c, w_ih, w_hh, bias, peephole=None, clip=None):
+def lstm(x, h, c, weight_ih, weight_hh, bias, peephole=None, clip=None):
     """MIL lstm over x [S, B, I] with gates ordered i, f, o, z; returns (sequence, h, c)."""
-    hidden = w_hh.shape[1]
+    hidden = weight_hh.shape[1]
     outputs = []
     for step in range(x.shape[0]):
-        gates = x[step] @ w_ih.T + h @ w_hh.T + (0 if bias is None else bias)
+        gates = x[step] @ weight_ih.T + h @ weight_hh.T + (0 if bias is None else bias)
         g_i, g_f, g_o, g_z = (gates[:, k * hidden:(k + 1) * hidden] for k in range(4))
         if peephole is not None:
             g_i = g_i + peephole[:hidden] * c

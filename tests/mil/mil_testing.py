@@ -21,7 +21,6 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)
 import coremltools as ct  # noqa: E402
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 from coremltools.converters.mil.mil import Function, Program, types  # noqa: E402
-from coremltools.converters.mil.mil.types.symbolic import is_symbolic  # noqa: E402
 
 from modelconv.mil import execute, load_program  # noqa: E402
 
@@ -100,5 +99,5 @@ def random(shape, low=-1.0, high=1.0, seed=0, dtype=np.float32) -> np.ndarray:
     return np.random.default_rng(seed).uniform(low, high, size=shape).astype(dtype)
 
 
-__all__ = ["mb", "types", "ct", "is_symbolic", "IOS15", "IOS16", "IOS17", "IOS18",
+__all__ = ["mb", "types", "ct", "IOS15", "IOS16", "IOS17", "IOS18",
            "build_program", "save_program", "run_ops", "run_fp16", "random", "input_specs"]

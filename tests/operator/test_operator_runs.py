@@ -6,6 +6,8 @@ modelconv.controller.rbac, against the test control plane and the S3 server.
 
 from __future__ import annotations
 
+import json
+
 import operator_harness as harness
 from operator_harness import (
     apply,
@@ -105,7 +107,8 @@ def test_conversion_publishes_and_reuses_the_cache(kube_api, operators, s3_serve
     settle(10)
     after = get(kube_api, namespace, "mlp")
     assert after["metadata"]["generation"] == 2
-    assert after["status"] == before["status"]
+    assert after["status"] == before["status"], json.dumps(
+        {"before": before["status"]["stages"], "after": after["status"]["stages"]}, indent=1)
     assert [job["metadata"]["name"] for job in jobs_of(kube_api, namespace)
             if job["metadata"]["labels"]["modelconv.io/conversion-uid"] == uid] == [
         job["metadata"]["name"] for job in stage_jobs(kube_api, namespace, uid)["publish"]]
@@ -189,3 +192,29 @@ def test_deleting_a_conversion_leaves_nothing_behind(kube_api, operators):
         return True
 
     wait_until(nothing_left, 180, "the conversion, its Jobs, Pods and ConfigMap to be gone")
+
+
+def test_training_output_becomes_the_source(kube_api, operators, s3_server):
+    namespace = operators.namespace
+    operator = operators.start()
+    output = f"s3://{operators.bucket}/trained/model.pt"
+    train = {"image": "team/trainer:1", "command": ["python", "-m", "tests.operator.trainer"],
+             "output": {"uri": output}, "outputKind": "torchscript"}
+    apply(kube_api, namespace, conversion("trained", train=train))
+
+    done = wait_for_condition(kube_api, namespace, "trained", "Ready", "True",
+                              operators=(operator,))
+    trained = condition(done, "Trained")
+    assert (trained["status"], trained["reason"]) == ("True", "Succeeded")
+    train_job = [job for job in jobs_of(kube_api, namespace) if stage_of(job) == "train"]
+    assert len(train_job) == 1
+    assert done["status"]["stages"]["train"]["runId"] == train_job[0]["metadata"]["uid"]
+    s3_server.client().head_object(Bucket=operators.bucket, Key="trained/model.pt")
+
+    # The stages after training read the trained model: the run file names it as source.
+    config_maps = kube_api.get(f"/api/v1/namespaces/{namespace}/configmaps",
+                               labelSelector="app.kubernetes.io/managed-by=modelconv-operator")
+    (run_file,) = [json.loads(item["data"]["run.json"]) for item in config_maps["items"]]
+    assert run_file["source"] == {"uri": output, "kind": "torchscript"}
+    assert set(run_file["stages"]) == set(STAGES)
+    assert condition(done, "Exported")["status"] == "True"

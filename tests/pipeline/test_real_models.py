@@ -5,23 +5,29 @@ Slow: each converts a real model (deselect with `-m "not slow"`).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from conftest import PipelineRun
 
+from modelconv import zoo
 from modelconv.spec import load_conversion
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("example", ["minilm.yaml", "silero-vad.yaml", "silero-vad-onnx.yaml"])
-def test_example_converts_and_validates(example, tmp_path, executor_available):
-    path = EXAMPLES / example
+def example_spec(name: str):
+    path = EXAMPLES / name
     if not path.is_file():
         pytest.fail(f"{path} is missing: the examples folder ships with the repository")
-    run = PipelineRun(load_conversion(str(path)).spec, tmp_path)
+    return load_conversion(str(path)).spec
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["minilm.yaml", "silero-vad.yaml"])
+def test_example_converts_and_validates(example, pipeline_runs, executor_available):
+    run = pipeline_runs(example, example_spec(example))
     assert run.error is None, run.describe()
     assert run.convert.artifacts["mlpackage"].is_dir()
     if executor_available:
@@ -30,9 +36,20 @@ def test_example_converts_and_validates(example, tmp_path, executor_available):
 
 
 @pytest.mark.slow
-def test_minilm_needs_the_decomposition_rung(tmp_path):
-    run = PipelineRun(load_conversion(str(EXAMPLES / "minilm.yaml")).spec, tmp_path)
+def test_minilm_needs_the_decomposition_rung(pipeline_runs):
+    run = pipeline_runs("minilm.yaml", example_spec("minilm.yaml"))
     assert run.error is None, run.describe()
     attempts = run.convert.metrics["attempts"]
     assert run.convert.metrics["path"] == "torch.export+decompositions"
     assert "new_ones" in attempts[0]["error"]
+
+
+@pytest.mark.slow
+def test_silero_onnx_if_node_is_unsupported_operator(tmp_path, monkeypatch):
+    # The example reads silero_vad.onnx from the working directory, as its comment says.
+    shutil.copyfile(zoo.silero_vad_onnx_path("silero_vad.onnx"), tmp_path / "silero_vad.onnx")
+    monkeypatch.chdir(tmp_path)
+    run = PipelineRun(example_spec("silero-vad-onnx.yaml"), tmp_path / "run")
+    assert run.failed_stage == "convert"
+    assert run.error.reason == "UnsupportedOperator"
+    assert "operation_type='If'" in run.error.message

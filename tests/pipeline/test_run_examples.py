@@ -67,10 +67,7 @@ def test_mobilenet_factory_gives_float16_sized_logits():
     assert logits.abs().max() > 1e-3
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", CONVERTING_EXAMPLES)
-def test_example_converts_validates_and_publishes(name, tmp_path):
-    exit_code, document, stderr = run_example(name, tmp_path)
+def check_published_and_validated(exit_code: int, document: dict, stderr: str) -> None:
     assert exit_code == 0, f"{document['reason']}: {document['message']}\n{stderr[-2000:]}"
     validate = stage(document, "validate")["metrics"]
     assert validate["coreml_source"].startswith("Core ML program executed by the reference executor")
@@ -82,9 +79,15 @@ def test_example_converts_validates_and_publishes(name, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("name", ["mobilenet-v3-small", "silero-vad"])
+def test_example_converts_validates_and_publishes(name, tmp_path):
+    check_published_and_validated(*run_example(name, tmp_path))
+
+
+@pytest.mark.slow
 def test_minilm_converts_with_decompositions_at_any_length(tmp_path):
-    exit_code, document, _ = run_example("minilm", tmp_path)
-    assert exit_code == 0
+    exit_code, document, stderr = run_example("minilm", tmp_path)
+    check_published_and_validated(exit_code, document, stderr)
     convert = stage(document, "convert")["metrics"]
     assert convert["path"] == "torch.export+decompositions"
     assert convert["attempts"][0]["succeeded"] is False

@@ -242,3 +242,13 @@ def test_live_progress_draws_stages_and_summary():
     assert "Validation against the PyTorch reference" in text
     assert "FAIL" in text
     assert "Nothing was published." in text
+
+
+def test_junit_marks_internal_error_as_error():
+    broken = outcome()
+    broken.results[1] = StageResult("convert", False, reason="InternalError",
+                                    message="KeyError: 'x'", started=1.0, finished=2.0)
+    suite = junit_document(broken).getroot().find("testsuite")
+    convert = next(case for case in suite.iter("testcase") if case.get("name") == "convert")
+    assert convert.find("error").get("type") == "InternalError"
+    assert suite.get("errors") == "1"

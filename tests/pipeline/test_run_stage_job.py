@@ -128,7 +128,7 @@ def test_publish_stage_makes_the_release(cluster_run):
     assert [stage["stage"] for stage in report["stages"]] == ["export", "convert", "validate"]
 
 
-def test_rerun_of_a_done_stage_is_a_cache_hit(cluster_run):
+def test_done_stage_rerun_is_cache_hit(cluster_run):
     store, run_file, _, folder = cluster_run
     before = (cache(store, "export") / "result.json").read_bytes()
     process = run_stage("export", run_file, folder / "again.termination")

@@ -212,7 +212,9 @@ class AgentProcess:
             "--concurrency", str(concurrency), "--lease-seconds", "6",
             "--workdir", str(workdir / f"work-{name}"), *extra,
         ]
-        env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true",
+        # One torch thread per agent: several agents share the test machine's cores, and
+        # oversubscribed threads slow every one of them down.
+        env = {**os.environ, "AWS_EC2_METADATA_DISABLED": "true", "OMP_NUM_THREADS": "1",
                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,

@@ -63,9 +63,9 @@ class RequestCounter:
 class MotoProcess:
     """A moto server of a test's own, on a fixed loopback port so it can be restarted.
 
-    With `record=True`, moto's request recorder appends every request to a file in
-    `workdir`; `replay()` sends them to a restarted server again, which rebuilds the state
-    that moto, an in-memory server, loses when it stops.
+    moto keeps its state in memory and loses it when it stops. With `record=True`, moto's
+    request recorder appends every request to a file in `workdir`, and `replay()` sends
+    them to the restarted server again to rebuild that state.
     """
 
     def __init__(self, workdir: Path, *, record: bool = False) -> None:

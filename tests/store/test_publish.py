@@ -181,7 +181,7 @@ def test_other_bytes_under_a_published_version_fail(store, tmp_path: Path) -> No
     assert object_bytes(store, "mobilenet/") == before
 
 
-def test_an_extra_file_under_a_published_version_fails(store, tmp_path: Path) -> None:
+def test_extra_file_in_published_version_fails(store, tmp_path: Path) -> None:
     files = release_files(tmp_path / "files", seed=10)
     publish(store, files)
     files["extra.txt"] = write_random_file(tmp_path / "extra.txt", 10, seed=11)
@@ -371,7 +371,7 @@ def test_leftover_file_with_other_bytes_fails_clearly(store, tmp_path: Path) -> 
     message = failure.value.message
     assert failure.value.reason == VERSION_EXISTS
     assert "mobilenet/1.0.0/model.onnx exists with other bytes" in message
-    assert "never published" in message
+    assert "it is not published" in message
     assert "delete" in message
     assert store.get_bytes("mobilenet/1.0.0/model.onnx") == leftover.read_bytes()
     assert read_manifest(store, "mobilenet", "1.0.0") is None
@@ -525,6 +525,15 @@ def test_publish_rejects_names_that_escape(store, tmp_path: Path, model: str, ve
     assert store.list() == []
 
 
+def test_publish_rejects_a_missing_file(folder_store, tmp_path: Path) -> None:
+    files = release_files(tmp_path / "files", seed=29)
+    files["model.onnx"] = tmp_path / "not-there.onnx"
+
+    with pytest.raises(ValueError, match="not-there.onnx is not a file"):
+        publish(folder_store, files)
+    assert folder_store.list() == []
+
+
 @pytest.mark.parametrize("name", ["../x", "a/b", "manifest.json", "", ".hidden", "a..b"])
 def test_publish_rejects_unsafe_file_names(folder_store, tmp_path: Path, name: str) -> None:
     path = write_random_file(tmp_path / "file", 10, seed=19)
@@ -561,7 +570,7 @@ def test_folder_and_s3_hold_identical_releases(s3_store, folder_store, tmp_path:
 # --- promote and verify -----------------------------------------------------------------
 
 
-def test_promote_moves_a_channel_and_records_the_previous_version(store, tmp_path) -> None:
+def test_promote_records_previous_version(store, tmp_path) -> None:
     publish(store, release_files(tmp_path / "a", seed=22), version="1.0.0", channels=["stable"])
     publish(store, release_files(tmp_path / "b", seed=23), version="1.1.0")
 

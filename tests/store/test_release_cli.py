@@ -67,7 +67,7 @@ def test_verify_json_output(location: str, capsys) -> None:
         "model.mlpackage.zip", "model.onnx", "report.json"]
 
 
-def test_verify_of_a_changed_file_fails_with_one_line(tmp_path: Path, capsys) -> None:
+def test_verify_changed_file_prints_one_error_line(tmp_path: Path, capsys) -> None:
     url = str(tmp_path / "releases")
     publish(url, tmp_path, "1.0.0", seed=3)
     (tmp_path / "releases" / "mobilenet" / "1.0.0" / "model.onnx").write_bytes(b"changed")

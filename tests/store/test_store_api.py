@@ -184,7 +184,7 @@ def test_folder_list_skips_writes_in_progress(folder_store) -> None:
     assert folder_store.list() == ["m/a"]
 
 
-def test_folder_store_rejects_a_file_system_without_hard_links(
+def test_folder_store_requires_hard_links(
     folder_store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import errno

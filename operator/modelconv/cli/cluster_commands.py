@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--stage-image", default=None, metavar="IMAGE",
                        help="image of the export, convert, validate and publish Jobs "
                             "(default: modelconv/modelconv-stage:<version>)")
+    group.add_argument("--stage-command", default="modelconv", metavar="COMMAND",
+                       help="command of the stage containers, split like a shell line; "
+                            "`stage NAME --run FILE` follows (default: %(default)s)")
     group.add_argument("--store", default=None, metavar="s3://BUCKET/PREFIX",
                        help="stage cache and release store when spec.publish.store is unset")
     group.add_argument("--store-secret", default=None, metavar="NAME",
@@ -141,6 +145,13 @@ def _stage_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
+def _stage_command(text: str) -> tuple[str, ...]:
+    command = tuple(shlex.split(text))
+    if not command:
+        raise ValueError("--stage-command must not be empty")
+    return command
+
+
 def operator_config(args: argparse.Namespace):
     """Return the OperatorConfig for parsed `operator` options; raise ValueError if invalid."""
     from ..controller.config import DEFAULT_STAGE_IMAGE, OperatorConfig
@@ -149,6 +160,7 @@ def operator_config(args: argparse.Namespace):
         raise ValueError("expected --retry-period < --renew-deadline < --lease-duration")
     return OperatorConfig(
         stage_image=args.stage_image or DEFAULT_STAGE_IMAGE,
+        stage_command=_stage_command(args.stage_command),
         store=args.store,
         store_secret=args.store_secret,
         s3_endpoint=args.s3_endpoint,

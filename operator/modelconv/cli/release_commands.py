@@ -99,7 +99,7 @@ def releases_command(args: argparse.Namespace) -> int:
             "store URL and the model name"
         )
     if args.output == "json":
-        print(json.dumps(catalog.to_dict(), indent=2))
+        print(json.dumps({"succeeded": True, **catalog.to_dict()}, indent=2))
         return EXIT_OK
     rows = [("VERSION", "CREATED", "CHANNELS", "MANIFEST SHA256")]
     for entry in catalog.versions:
@@ -117,9 +117,7 @@ def promote_command(args: argparse.Namespace) -> int:
     store, (model, version) = split_location(args.release, ("model", "version"))
     pointer = promote(store, model, version, args.channel)
     if args.output == "json":
-        print(json.dumps({"succeeded": True, "model": model, "channel": pointer.channel,
-                          "version": pointer.version, "manifestSha256": pointer.manifest_sha256,
-                          "previousVersion": pointer.previous_version}, indent=2))
+        print(json.dumps({"succeeded": True, "model": model, **pointer.to_dict()}, indent=2))
         return EXIT_OK
     moved = f" (was {pointer.previous_version})" if pointer.previous_version else ""
     print(f"{model}: channel {pointer.channel} -> {pointer.version}{moved}")

@@ -19,10 +19,14 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, ConversionError
+from ..errors import ConversionError
 
-# Loggers of the libraries a run drives; their warnings are noise for users unless --debug.
+# Loggers of the libraries that a run drives. Their warnings are noise to users, so they are
+# silenced unless --debug is set.
 LIBRARY_LOGGERS = ("coremltools", "torch", "onnxscript", "onnx_ir", "onnx2torch", "transformers")
+
+# The shell's convention for a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 DEBUG_HINT = "rerun with `modelconv --debug run ...` to see the stack trace"
 
@@ -97,7 +101,7 @@ def register(subparsers) -> None:
 
 
 def quiet_libraries(debug: bool) -> None:
-    """Silence library warnings and progress bars unless `--debug` asks for everything."""
+    """Silence library warnings and progress bars, unless `--debug` is set."""
     if debug:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
         return
@@ -149,14 +153,22 @@ def run_command(args: argparse.Namespace) -> int:
 
     observer = _observer(args.output)
     redirect = stdout_to_stderr() if args.output == "json" else contextlib.nullcontext()
-    with redirect:
-        outcome = run_pipeline(
-            conversion,
-            store=args.store,
-            workdir=args.workdir,
-            keep_workdir=args.keep_workdir,
-            observer=observer,
-        )
+    try:
+        with redirect:
+            outcome = run_pipeline(
+                conversion,
+                store=args.store,
+                workdir=args.workdir,
+                keep_workdir=args.keep_workdir,
+                observer=observer,
+            )
+    except KeyboardInterrupt:
+        close = getattr(observer, "close", None)
+        if close is not None:
+            close()
+        # The manifest is written last, so an interrupted run leaves no visible release.
+        print("modelconv: interrupted; nothing was published", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.junit:
         from ..pipeline.junit import write_junit
 

@@ -42,6 +42,8 @@ def _register_agent(subparsers: argparse._SubParsersAction) -> None:
                         "or ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context (default: its current context)")
     parser.add_argument("--namespace", required=True, help="pool namespace to serve")
+
+    # What the runner offers and how it works.
     parser.add_argument("--labels", default="",
                         help="runner labels, e.g. chip=m2,macos=15; on macOS chip and macos "
                         "are detected when not given")
@@ -52,6 +54,8 @@ def _register_agent(subparsers: argparse._SubParsersAction) -> None:
                         "device). Default: coreml")
     parser.add_argument("--name", help=f"runner and Lease name ({NAME_PATTERN_HELP}); default: "
                         "the host name")
+
+    # Timing, files and logs.
     parser.add_argument("--lease-seconds", type=int, default=30,
                         help="Lease duration in seconds; renewed every third of it (default 30)")
     parser.add_argument("--drain-seconds", type=float, default=60.0,
@@ -168,7 +172,7 @@ def _configure_logging(log_format: str, debug: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
-    # Those loggers print presigned URLs at DEBUG, whatever --debug says.
+    # Those loggers print presigned URLs at DEBUG, so they stay at INFO even with --debug.
     quiet_client_loggers()
 
 

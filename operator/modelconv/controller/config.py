@@ -14,10 +14,12 @@ STAGE_USER_ID = 65532
 
 @dataclasses.dataclass(frozen=True)
 class OperatorConfig:
-    """What the operator needs besides the resources it watches."""
+    """Settings of the reconciliation: stage Jobs, store, timing and leader election."""
 
     # Image of the export, convert, validate and publish Jobs; it must carry modelconv.
     stage_image: str = DEFAULT_STAGE_IMAGE
+    # Command of the stage containers; `stage NAME --run FILE` follows as arguments.
+    stage_command: tuple[str, ...] = ("modelconv",)
     # Store for the stage cache and releases when spec.publish.store is not set.
     store: Optional[str] = None
     # Secret (in each conversion's namespace) whose keys become the stage containers'
@@ -49,6 +51,7 @@ class OperatorConfig:
         """Return the settings that shape every Job; they are part of the run hash."""
         return {
             "stageImage": self.stage_image,
+            "stageCommand": list(self.stage_command),
             "storeSecret": self.store_secret,
             "s3Endpoint": self.s3_endpoint,
             "stageEnv": sorted(self.stage_env),

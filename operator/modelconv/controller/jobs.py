@@ -30,7 +30,7 @@ TRAIN_CONTAINER = "train"
 MAX_NAME_LENGTH = 63
 
 # Labels on every object the operator creates. Selection uses the conversion's uid, because
-# a label value holds at most 63 characters and a resource name may be longer.
+# a label value is at most 63 characters long and a resource name may be longer.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "modelconv-operator"
 LABEL_CONVERSION = "modelconv.io/conversion"
@@ -40,7 +40,7 @@ LABEL_RUN = "modelconv.io/run"
 ANNOTATION_STAGE_KEY = "modelconv.io/stage-key"
 RUN_LABEL_LENGTH = 16
 
-# The train output location, as the training container sees it.
+# Environment variables of the training container: where to write the trained model.
 ENV_TRAIN_OUTPUT = "MODELCONV_TRAIN_OUTPUT"
 ENV_TRAIN_OUTPUT_KIND = "MODELCONV_TRAIN_OUTPUT_KIND"
 ENV_S3_ENDPOINT = "MODELCONV_S3_ENDPOINT"
@@ -76,9 +76,9 @@ class ConversionRef:
 def object_name(conversion: ConversionRef, run_hash: str, suffix: str) -> str:
     """Return `<conversion>-<suffix>-<hash>`, at most 63 characters, the same on every call.
 
-    The hash covers the conversion's uid, so a conversion deleted and created again under
+    The hash covers the conversion's uid. So a conversion deleted and created again under
     the same name never adopts an object of its predecessor that garbage collection has not
-    removed yet; a long conversion name is cut to fit.
+    removed yet. A long conversion name is cut to fit.
     """
     digest = hashlib.sha256(f"{conversion.uid}/{run_hash}/{suffix}".encode()).hexdigest()[:10]
     room = MAX_NAME_LENGTH - len(suffix) - len(digest) - 2
@@ -250,7 +250,7 @@ def stage_job(conversion: ConversionRef, plan: RunPlan, stage: PlannedStage,
     container = {
         "name": STAGE_CONTAINER,
         "image": stage.image or config.stage_image,
-        "command": ["modelconv"],
+        "command": list(config.stage_command),
         "args": ["stage", stage.name, "--run", f"{RUN_FILE_DIR}/{RUN_FILE_KEY}"],
         # The stage writes its JSON summary where this variable points (the kubelet's
         # default terminationMessagePath), see docs/stage-contract.md.

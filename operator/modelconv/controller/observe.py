@@ -3,7 +3,7 @@
 Kopf indexes keep a small projection of every Job and Pod the operator made (see
 `job_projection`, `pod_projection`); the functions here turn those projections into a
 `JobOutcome`: still running, succeeded, or failed with a CamelCase reason and a message
-that says what to do. They are pure, so unit tests feed them plain dicts.
+that tells the user what to do. They are pure, so unit tests feed them plain dicts.
 
 Failure reasons, in the order they are checked:
 - a container OOMKilled -> OutOfMemory, naming the memory limit;
@@ -30,7 +30,7 @@ MAX_MESSAGE = 1024
 
 @dataclasses.dataclass(frozen=True)
 class JobOutcome:
-    """What a Job says about its stage: `state` is Running, Succeeded or Failed."""
+    """Outcome of a stage Job: `state` is Running, Succeeded or Failed."""
 
     state: str
     reason: str = ""
@@ -175,7 +175,7 @@ def _failure(job: dict, failed: dict, pods: list[dict]) -> tuple[str, str]:
             f"Job {job['name']} ran longer than its activeDeadlineSeconds; raise "
             "spec.stages.<stage>.activeDeadlineSeconds or give the stage more resources")
     if job_reason == "BackoffLimitExceeded":
-        # A transient failure that kept happening: the stage's own reason says which.
+        # A transient failure that kept happening: the stage's own reason names it.
         reason, detail = summary or (st.REASON_RETRIES_EXHAUSTED, last_log_line(pods))
         return reason, (f"Job {job['name']} failed {job['failed']} times, the last time with: "
                         f"{detail or failed.get('message') or 'no message'}")

@@ -5,9 +5,9 @@ when it watches all namespaces, or in a Role per watched namespace. `LEASE_RULES
 the operator's own namespace only. The Helm chart renders the same rules, and the
 end-to-end tests run the operator under a ServiceAccount bound to exactly these.
 
-The operator needs no Secret access (stage Jobs read the store Secret through envFrom, which
-the kubelet resolves), no rights on Namespaces or CRDs (Kopf's cluster scanning is off), and
-no `get` on Jobs or Pods (it reads them from watches).
+The operator needs no Secret access, because stage Jobs read the store Secret through
+envFrom, which the kubelet resolves. It needs no rights on Namespaces or CRDs, because Kopf's
+cluster scanning is off, and no `get` on Jobs or Pods, because it reads them from watches.
 """
 
 from __future__ import annotations

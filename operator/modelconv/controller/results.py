@@ -1,11 +1,11 @@
 """Stage results and source versions, read from the store on behalf of the controller.
 
 The store client is synchronous (boto3), so every read runs in a worker thread. A
-successful `result.json` never changes under its key, so positive answers are kept in a
-bounded in-memory table; absent or failed results are read again next time.
+successful `result.json` never changes under its key, so successful results are kept in a
+bounded in-memory table. Absent or failed results are read again next time.
 
-Failure classes: a missing object is an ordinary answer (None); an unreachable store is a
-`ConversionError(StoreUnavailable)` that propagates, and the controller retries later.
+Failure classes: a missing object is an ordinary result (None). An unreachable store raises
+`ConversionError(StoreUnavailable)`, which propagates, and the controller retries later.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ class ResultReader:
         try:
             info = await asyncio.to_thread(self._store(f"s3://{bucket}").head, key)
         except ConversionError as error:
-            # The stage Jobs may read a bucket the operator may not; the URI alone then
-            # identifies the source, and the export stage reports a missing file itself.
+            # The stage Jobs may be allowed to read a bucket that the operator may not. The URI
+            # alone then identifies the source, and the export stage reports a missing file.
             log.warning("cannot read the version of source %s: %s", source.uri, error)
             return ""
         return info.etag if info is not None else ""

@@ -1,8 +1,8 @@
 """The operator process: health and metrics endpoints, leader election, then Kopf.
 
-Every replica serves /healthz and /metrics and competes for the Lease; only the leader runs
-Kopf. A leader that cannot renew its Lease stops Kopf and exits with code 1, so that its
-restart comes back as a standby; on SIGTERM or SIGINT it stops Kopf, releases the Lease
+Every replica serves /healthz and /metrics and competes for the Lease, and only the leader
+runs Kopf. A leader that cannot renew its Lease stops Kopf and exits with code 1, so that
+its restart comes back as a standby. On SIGTERM or SIGINT it stops Kopf, releases the Lease
 and exits with 0.
 """
 
@@ -24,7 +24,7 @@ from aiohttp import web
 from .config import OperatorConfig
 from .handlers import build_registry, operator_settings
 from .kube import KubeClient, login
-from .leader import LeaderElector, LeadershipLost
+from .leader import LeaderElector
 from .metrics import OperatorMetrics
 from .reconcile import Controller
 from .results import ResultReader
@@ -51,8 +51,14 @@ class ProcessOptions:
 
 
 def default_identity() -> str:
-    """Return this replica's name in the Lease: the pod name (HOSTNAME) and a random suffix."""
-    return f"{os.environ.get('HOSTNAME') or socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    """Return this replica's name in the Lease.
+
+    In a pod it is the pod name (HOSTNAME), so a restarted container takes its own Lease back
+    at once. Elsewhere several processes may share a host name, so a random suffix is added.
+    """
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and os.environ.get("HOSTNAME"):
+        return os.environ["HOSTNAME"]
+    return f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
 
 
 def configure_logging(log_format: str, level: str) -> None:
@@ -91,10 +97,17 @@ async def run_operator(config: OperatorConfig, options: ProcessOptions) -> int:
     kube = KubeClient(lambda: login(options.kubeconfig))
     metrics = OperatorMetrics()
     kube.on_write = lambda verb: metrics.api_writes.labels(verb).inc()
-    if options.metrics_port:
-        metrics.serve(options.metrics_port, options.metrics_address)
-    health = await serve_health(options.health_address, options.health_port) \
-        if options.health_port else None
+    try:
+        if options.metrics_port:
+            metrics.serve(options.metrics_port, options.metrics_address)
+        health = await serve_health(options.health_address, options.health_port) \
+            if options.health_port else None
+    except OSError as error:
+        log.error("cannot listen for the metrics (%s:%d) or health (%s:%d) endpoint: %s; "
+                  "choose other ports with --metrics-port and --health-port",
+                  options.metrics_address, options.metrics_port, options.health_address,
+                  options.health_port, error)
+        return 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -142,8 +155,12 @@ async def _lead(controller: Controller, config: OperatorConfig, elector: LeaderE
     done, _ = await asyncio.wait({operator, keeper, stopped}, return_when=asyncio.FIRST_COMPLETED)
 
     code = 0
-    if keeper in done and isinstance(keeper.exception(), LeadershipLost):
+    if keeper in done:
+        # Renewals failed for longer than the renew deadline, or the Lease API failed.
         log.error("%s; stopping", keeper.exception())
+        code = 1
+    elif operator in done and not operator.cancelled() and operator.exception() is not None:
+        log.error("the Kopf operator stopped: %s", operator.exception())
         code = 1
     kopf_stop.set()
     for task in (keeper, stopped):

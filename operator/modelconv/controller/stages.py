@@ -1,6 +1,6 @@
 """One pass over the stages of a run: observe each in order and start the next one due.
 
-For each planned stage, the first answer wins:
+For each planned stage, the first of these that applies decides:
 1. the status already records it as succeeded or failed in this run (a failed stage is not
    retried within a run: a spec change starts a new run);
 2. its Job exists: the Job and its Pods say running, succeeded or failed;
@@ -27,6 +27,9 @@ from .kube import ApiError, config_maps_path, jobs_path
 from .observe import JobOutcome, job_outcome, result_outcome
 
 log = logging.getLogger(__name__)
+
+# A stage in one of these states stays so for the rest of its run.
+FINAL_STATES = (st.SUCCEEDED, st.FAILED, st.SKIPPED)
 
 
 @dataclasses.dataclass
@@ -67,10 +70,10 @@ async def run_stages(ctl, run: RunPass) -> None:
 async def _step(ctl, run: RunPass, stage: PlannedStage) -> dict:
     previous = run.previous.get(stage.name) or {}
     base = {"key": stage.key} if stage.key else {}
+    if previous.get("state") in FINAL_STATES and previous.get("key") == stage.key:
+        return previous
     if stage.name == "device":
         return _from_outcome(base, device_outcome(run.spec), run)
-    if previous.get("state") in (st.SUCCEEDED, st.FAILED) and previous.get("key") == stage.key:
-        return previous
 
     name = manifests.job_name(run.conversion, run.plan.run_hash, stage.name)
     base.update(job=name, started=previous.get("started"), attempts=previous.get("attempts", 0))

@@ -10,6 +10,7 @@ the program's own dtypes (float16 ops computed and rounded as float16) or entire
     outputs = execute(program, {"x": array})               # precision="program"
     outputs32 = execute(program, {"x": array}, precision="fp32")
     report = diagnose_precision(program, {"x": array})     # where float16 loses precision
+    check = check_against_reference(program, {"x": array}, {"y": expected})
 
 It reproduces what the converted program computes, converter faults included, so a validation
 against the PyTorch reference can fail on Linux before any Mac is involved.
@@ -18,7 +19,10 @@ against the PyTorch reference can fail on Linux before any Mac is involved.
 from .diagnosis import (
     NanOrigin,
     OpDivergence,
+    OutputMismatch,
     PrecisionDiagnosis,
+    ReferenceCheck,
+    check_against_reference,
     diagnose_precision,
     first_nan_op,
 )
@@ -39,9 +43,12 @@ __all__ = [
     "MilError",
     "NanOrigin",
     "OpDivergence",
+    "OutputMismatch",
     "PrecisionDiagnosis",
+    "ReferenceCheck",
     "ProgramLoadError",
     "UnsupportedOp",
+    "check_against_reference",
     "diagnose_precision",
     "execute",
     "first_nan_op",

@@ -8,6 +8,11 @@ the places where precision is lost, rather than everything downstream of them.
 
 `first_nan_op` finds the op that first turns NaN-free inputs into a NaN, the usual footprint
 of a converter fault or of float16 overflow.
+
+`check_against_reference` compares a program's outputs with reference outputs (from PyTorch,
+say) and names, for each mismatching output, the op where the mismatch starts as far as the
+program alone can tell: the first NaN-producing op for NaNs; the first op that loses float16
+precision when the fp32 run matches the reference; otherwise the op that produced the output.
 """
 
 from __future__ import annotations
@@ -154,3 +159,114 @@ def _input_values(node: OpNode, values: dict, program: LoadedProgram):
 def _has_nan(value) -> bool:
     array = np.asarray(value)
     return array.dtype.kind == "f" and bool(np.isnan(array).any())
+
+
+@dataclass(frozen=True)
+class OutputMismatch:
+    """One program output that disagrees with its reference.
+
+    `problem` is "shape", "nan" or "values"; `op_name` and `op_type` name the op where the
+    disagreement starts (see `check_against_reference`).
+    """
+
+    output: str
+    problem: str
+    message: str
+    max_abs_error: float
+    op_name: str
+    op_type: str
+
+
+@dataclass
+class ReferenceCheck:
+    """The outcome of `check_against_reference`."""
+
+    mismatches: list[OutputMismatch]
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatches
+
+
+def check_against_reference(
+    program: LoadedProgram,
+    inputs: Mapping[str, Any],
+    expected: Mapping[str, Any],
+    rtol: float = 1e-3,
+    atol: float = 1e-4,
+    precision: str = dtypes.PROGRAM,
+) -> ReferenceCheck:
+    """Compare the program's outputs with `expected` and locate where each mismatch starts.
+
+    An output matches when its shape equals the reference shape and every element satisfies
+    |actual - expected| <= atol + rtol * |expected|, NaN and infinities included (an infinity
+    matches the same infinity).
+    """
+    missing = sorted(set(expected) - set(program.output_names))
+    if missing:
+        raise ValueError(
+            f"no program output named {', '.join(map(repr, missing))}; "
+            f"the outputs are {', '.join(map(repr, program.output_names))}"
+        )
+    actual = execute(program, inputs, precision=precision)
+    mismatches = []
+    for name, reference in expected.items():
+        mismatch = _compare_output(program, inputs, precision, name, actual[name],
+                                   np.asarray(reference), rtol, atol)
+        if mismatch is not None:
+            mismatches.append(mismatch)
+    return ReferenceCheck(mismatches)
+
+
+def _compare_output(program, inputs, precision, name, actual, reference, rtol, atol):
+    producer = _producer(program, name)
+    if actual.shape != reference.shape:
+        message = f"shape {actual.shape} differs from the reference shape {reference.shape}"
+        return OutputMismatch(name, "shape", message, float("inf"), *producer)
+    if _has_nan(actual) and not _has_nan(reference):
+        origin = first_nan_op(program, inputs, precision)
+        where = (origin.name, origin.op_type) if origin else producer
+        count = int(np.isnan(actual).sum())
+        message = f"{count} NaN values where the reference has none"
+        return OutputMismatch(name, "nan", message, float("inf"), *where)
+    if _matches(actual, reference, rtol, atol):
+        return None
+    error = _max_abs_error(actual, reference)
+    message = f"max abs error {error:.3g} exceeds atol {atol:g} + rtol {rtol:g} * |reference|"
+    return OutputMismatch(name, "values", message, error,
+                          *_value_origin(program, inputs, precision, name, reference, rtol, atol,
+                                         producer))
+
+
+def _value_origin(program, inputs, precision, name, reference, rtol, atol, producer):
+    """Name the first fp16-losing op when the fp32 run matches, else the producing op."""
+    if precision != dtypes.PROGRAM or not program.is_fp16:
+        return producer
+    at_fp32 = execute(program, inputs, precision=dtypes.FP32)[name]
+    if at_fp32.shape != reference.shape or not _matches(at_fp32, reference, rtol, atol):
+        return producer
+    diagnosis = diagnose_precision(program, inputs, threshold=max(rtol, 1e-3))
+    if diagnosis.first_divergent_ops:
+        first = diagnosis.first_divergent_ops[0]
+        return first.name, first.op_type
+    return producer
+
+
+def _producer(program: LoadedProgram, output: str) -> tuple[str, str]:
+    for node in iterate_ops(program.program.block.ops):
+        if any(name == output for name, _ in node.outputs):
+            return node.name, node.op_type
+    return output, "input"
+
+
+def _matches(actual, reference, rtol, atol) -> bool:
+    a, b = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+
+
+def _max_abs_error(actual, reference) -> float:
+    a, b = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    both = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(np.isfinite(a), np.isfinite(b)):
+        return float("inf")
+    return float(np.max(np.abs(a[both] - b[both]))) if both.any() else 0.0

@@ -282,6 +282,12 @@ def _result(context, mlmodel, rung, attempts, precision_note, samples_path) -> S
 
 
 def _ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
+    error = _classify_ladder_failure(attempts, wrong)
+    error.details["attempts"] = [item.as_dict() for item in attempts]
+    return error
+
+
+def _classify_ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
     tried = describe_attempts(attempts)
     if any(has_shape_mismatch(error.comparisons) for _, error in wrong):
         return ConversionError(

@@ -1,8 +1,9 @@
 """JUnit XML of a run, for CI systems that display test results (`modelconv run --junit`).
 
-One test suite per run. Each stage is a test case (`stage.<name>`), and so is each
-validation check of each output in each runtime (`validate.<runtime>.<output>.<check>`).
-A failed case carries the figures and the limit in its message. Stages that never ran
+One test suite per run. Each stage is a test case (class `modelconv.stage`, name: the stage).
+So is each validation check of each output in each runtime (class
+`modelconv.validate.<runtime>.<output>`, name: the check). A failed check carries the figures
+and the limit in its message; an internal error is an `<error>`, not a `<failure>`. Stages that never ran
 because an earlier one failed, and stages skipped because they need a cluster, are
 skipped cases.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from .report import CHECKS, validation_rows
-from .run import RunOutcome, displayed_stages
+from .run import INTERNAL_ERROR, RunOutcome, displayed_stages
 
 SUITE_NAME = "modelconv"
 
@@ -54,9 +55,11 @@ def junit_document(outcome: RunOutcome) -> ElementTree.ElementTree:
         elif result is None:
             ElementTree.SubElement(case, "skipped", message="not run: an earlier stage failed")
         elif not result.succeeded:
-            failure = ElementTree.SubElement(case, "failure", message=f"{result.reason}: {result.message}",
-                                             type=result.reason)
-            failure.text = result.message
+            kind = "error" if result.reason == INTERNAL_ERROR else "failure"
+            element = ElementTree.SubElement(
+                case, kind, message=f"{result.reason}: {result.message}", type=result.reason
+            )
+            element.text = result.message
 
     for row in validation_rows(ran.get("validate"), spec):
         for check in CHECKS:
@@ -73,7 +76,7 @@ def junit_document(outcome: RunOutcome) -> ElementTree.ElementTree:
     cases = suite.findall("testcase")
     suite.set("tests", str(len(cases)))
     suite.set("failures", str(sum(1 for case in cases if case.find("failure") is not None)))
-    suite.set("errors", "0")
+    suite.set("errors", str(sum(1 for case in cases if case.find("error") is not None)))
     suite.set("skipped", str(sum(1 for case in cases if case.find("skipped") is not None)))
     suite.set("time", f"{sum(result.duration_seconds for result in outcome.results):.3f}")
     suites = ElementTree.Element("testsuites")

@@ -1,7 +1,7 @@
 """The publish stage: the verified artifacts become an immutable release in the store.
 
-The release holds the zipped Core ML package, the ONNX model and the run report
-(report.json, report.html); its manifest, written last by `publish_release`, records what
+The release contains the zipped Core ML package, the ONNX model and the run report
+(report.json, report.html). Its manifest, written last by `publish_release`, records what
 was converted (source and spec digests, tool versions), the model's inputs and outputs as
 the Core ML package declares them, and the validation figures.
 

@@ -1,7 +1,7 @@
 """The run report: report.json with every figure, and report.html for people.
 
-`build_report` gathers what a run measured (stage results, validation figures per output and
-runtime, the conversion ladder's attempts, tool versions) into one JSON document;
+`build_report` gathers what a run measured into one JSON document: stage results, validation
+figures per output and runtime, the conversion ladder's attempts and tool versions.
 `write_report` writes it as report.json and renders it as report.html, a single file with
 inline CSS and SVG that opens without a network.
 
@@ -56,7 +56,7 @@ def tool_versions() -> dict[str, str]:
 def spec_digest(spec: ConversionSpec) -> str:
     """Return the sha256 of the spec as canonical JSON (sorted keys, no spaces).
 
-    `publish.store` is left out: it says where a release goes, not what it is, and
+    `publish.store` is left out, because it names where a release goes, not what it is, and
     `modelconv run --store` or a cluster run may override it.
     """
     document = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -82,9 +82,10 @@ def validation_rows(result: Optional[StageResult], spec: ConversionSpec) -> list
     """Return one row per (runtime, output) from the validate stage's metrics.
 
     Each row has `runtime`, `output`, the figures (`max_abs_error`, `max_rel_error`,
-    `cosine`, `psnr_db`, `histogram`), `violations`, `passed` and `checks`: check name to
-    True (passed), False (failed) or None (not applicable: PSNR without minPsnr, or a
-    Core ML package whose program was not executed, where only the declared shape counts).
+    `cosine`, `psnr_db`, `histogram`), `violations`, `passed` and `checks`. `checks` maps each
+    check name to True (passed), False (failed) or None (not applicable). PSNR is not
+    applicable without minPsnr. For a Core ML program that was not executed, only the
+    declared shape is.
     """
     if result is None:
         return []
@@ -152,8 +153,8 @@ def build_report(
 ) -> dict:
     """Return the report of a run as a JSON-ready dict.
 
-    `name` is the ModelConversion's; `package_signature` holds the inputs and outputs that
-    the Core ML package declares, when the caller read them.
+    `name` is the ModelConversion's name. `package_signature` contains the inputs and
+    outputs that the Core ML package declares, when the caller has read them.
     """
     by_stage = {result.stage: result for result in results}
     failed = next((result for result in results if not result.succeeded), None)

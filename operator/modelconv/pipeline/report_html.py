@@ -1,7 +1,7 @@
 """report.html: the run report as one self-contained page (inline CSS and SVG, no scripts).
 
-Every value from the report is escaped; the page loads nothing from a network, so it opens
-from a release bucket, a CI artifact or a mail attachment alike.
+Every value from the report is escaped. The page loads nothing from a network, so it opens
+the same from a release bucket, a CI artifact or a mail attachment.
 """
 
 from __future__ import annotations
@@ -182,7 +182,10 @@ def histogram_svg(edges: list, counts: list, width: int = 320, height: int = 150
         x = left + index * slot + 2
         y = height - bottom - bar
         low = _edge_label(float(edges[index])) if index < len(edges) else ""
-        color = "#4c6ef5" if index < bins - 3 else "#f08c00" if index < bins - 1 else "#d9480f"
+        # Blue below 1e-3, orange for 1e-3 to 1, red for errors of 1 or more.
+        color = "#4c6ef5"
+        if index >= bins - 3:
+            color = "#f08c00" if index < bins - 1 else "#d9480f"
         parts.append(
             f"<rect x=\"{x:.1f}\" y=\"{y:.1f}\" width=\"{slot - 4:.1f}\" height=\"{bar:.1f}\""
             f" fill=\"{color}\"><title>≥ {_e(low)}: {count} elements</title></rect>"

@@ -3,7 +3,7 @@
 `run_pipeline` runs export, convert, validate and publish in order, each in its own folder
 under one work directory, and hands every stage the artifacts and results of the stages
 before it. `train` and `device` need a cluster (a training image, the macOS runner pool), so
-a local run lists them as skipped when the spec asks for them.
+a local run lists them as skipped when the spec enables them.
 
 Failure classes:
 - a stage raising `ConversionError`, or returning a failed `StageResult`, ends the run with
@@ -108,7 +108,7 @@ def with_store(conversion: ModelConversion, store: str) -> ModelConversion:
 
 
 def skipped_stages(spec: ConversionSpec) -> dict[str, str]:
-    """Return the stages the spec asks for that only a cluster runs, with why they are skipped."""
+    """Return the stages the spec enables that only a cluster runs, with why they are skipped."""
     skipped = {}
     if spec.train is not None:
         skipped["train"] = SKIPPED_CLUSTER_ONLY
@@ -178,7 +178,7 @@ def run_pipeline(
 
     observer.run_started(displayed_stages(outcome.skipped), outcome.skipped)
     try:
-        refusal = check_release_absent(conversion)
+        refusal = _guarded(outcome, "publish", lambda: check_release_absent(conversion))
         if refusal is not None:
             _record(outcome, refusal)
             observer.stage_finished(refusal)
@@ -188,6 +188,18 @@ def run_pipeline(
         _finish(outcome, keep_workdir)
     observer.run_finished(outcome)
     return outcome
+
+
+def _guarded(outcome: RunOutcome, stage: str, call) -> Optional[StageResult]:
+    """Return `call()`; an unclassified exception becomes a failed InternalError result."""
+    started = time.time()
+    try:
+        return call()
+    except Exception as error:  # a bug: record it, keep the traceback for --debug
+        outcome.internal_error = error
+        return StageResult(stage=stage, succeeded=False, reason=INTERNAL_ERROR,
+                           message=f"{type(error).__name__}: {error}",
+                           started=started, finished=time.time())
 
 
 def check_release_absent(conversion: ModelConversion) -> Optional[StageResult]:
@@ -240,14 +252,7 @@ def _run_stages(outcome: RunOutcome, observer: RunObserver) -> None:
         shutil.rmtree(context.workdir, ignore_errors=True)
         context.workdir.mkdir(parents=True)
         observer.stage_started(stage)
-        started = time.time()
-        try:
-            result = run_stage(stage, context)
-        except Exception as error:  # a bug: record it, keep the traceback for --debug
-            outcome.internal_error = error
-            result = StageResult(stage=stage, succeeded=False, reason=INTERNAL_ERROR,
-                                 message=f"{type(error).__name__}: {error}",
-                                 started=started, finished=time.time())
+        result = _guarded(outcome, stage, lambda: run_stage(stage, context))
         _record(outcome, result)
         observer.stage_finished(result)
         if not result.succeeded:

@@ -1,10 +1,10 @@
 """`modelconv stage NAME --run run.json`: one pipeline stage inside a Kubernetes Job.
 
-The controller plans a run and writes the run file (docs/stage-contract.md); each stage Job
-reads it, fetches the artifacts of earlier stages from the store cache
-(`<store>/.cache/<stage>/<key>/`), runs the same stage function as `modelconv run`, uploads
-its artifacts and then `result.json`, the commit marker, and writes a one-line summary to
-the termination message.
+The controller plans a run and writes the run file (docs/stage-contract.md). Each stage Job
+reads it and fetches the artifacts of earlier stages from the store cache
+(`<store>/.cache/<stage>/<key>/`). It runs the same stage function as `modelconv run`,
+uploads its artifacts and then `result.json`, the commit marker, and writes a one-line
+summary to the termination message.
 
 Exit codes: 0 done (or already done: a retried Job finds the result and stops), 2 permanent
 failure (the Job's podFailurePolicy fails it at once), 1 transient failure or a bug (the
@@ -156,7 +156,11 @@ def fetch_inputs(store, stage: str, keys: dict[str, str], folder: Path):
     """
     inputs: dict[str, Path] = {}
     previous: dict[str, StageResult] = {}
-    for earlier in RESULT_STAGES[: RESULT_STAGES.index(stage)] if stage in RESULT_STAGES else RESULT_STAGES:
+    if stage in RESULT_STAGES:
+        earlier_stages = RESULT_STAGES[: RESULT_STAGES.index(stage)]
+    else:
+        earlier_stages = RESULT_STAGES  # publish reads every result
+    for earlier in earlier_stages:
         if earlier not in keys:
             continue
         document = read_result(store, earlier, keys[earlier])

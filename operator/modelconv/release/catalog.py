@@ -44,6 +44,15 @@ class ChannelPointer:
     updated_at: str
     previous_version: Optional[str] = None
 
+    def to_dict(self) -> dict:
+        return {
+            "channel": self.channel,
+            "version": self.version,
+            "manifestSha256": self.manifest_sha256,
+            "updatedAt": self.updated_at,
+            "previousVersion": self.previous_version,
+        }
+
     @classmethod
     def from_document(cls, document: dict) -> "ChannelPointer":
         return cls(
@@ -88,9 +97,7 @@ class ReleaseCatalog:
                 }
                 for entry in self.versions
             ],
-            "channels": {
-                name: dataclasses.asdict(pointer) for name, pointer in self.channels.items()
-            },
+            "channels": {name: pointer.to_dict() for name, pointer in self.channels.items()},
         }
 
 

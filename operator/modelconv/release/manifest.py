@@ -60,7 +60,7 @@ def check_release_names(
     Without `version`, only the model and channels are checked.
     """
     try:
-        # "0" is a valid version that stands in when only the model name matters.
+        # "0" is a valid placeholder version for checks of the model name alone.
         PublishSettings(
             model=model, version="0" if version is None else version, channels=list(channels)
         )

@@ -18,8 +18,8 @@ Publishing again is safe:
 - a version with files but no manifest is left over from a publish that stopped early.
   A retry with the same bytes keeps the files that match and completes the release.
   When a leftover file contains other bytes, the publish fails with VersionExists and
-  overwrites nothing, because another publisher of the same version may be running right
-  now and a create-if-absent store offers no safe way to take a file over from it. The message
+  overwrites nothing. Another publisher of the same version may be running right now,
+  and a create-if-absent store offers no safe way to take a file over from it. The message
   names the file and says how to clean up.
 
 Failure classes: InvalidSpec (bad model, version or channel name), VersionExists and
@@ -88,8 +88,10 @@ def publish_release(
     """
     channels = tuple(channels)
     check_release_names(model, version, channels)
-    for name in files:
+    for name, path in files.items():
         check_file_name(name)
+        if not Path(path).is_file():
+            raise ValueError(f"release file {name}: {path} is not a file")
     check_manifest_fields(manifest, model=model, version=version)
     folder = release_folder(model, version)
     location = store.url_of(folder)
@@ -142,10 +144,10 @@ def _store_file(store: Store, key: str, path: Path, location: str) -> Digest:
         raise ConversionError(
             VERSION_EXISTS,
             f"{store.url_of(key)} exists with other bytes ({found}{size} bytes; this publish has "
-            f"sha256 {digest.sha256}, {digest.size} bytes), left by an earlier publish of this "
-            f"version that did not finish: {location} has no {MANIFEST_FILE}, so it was never "
-            f"published. Objects are never overwritten: publish a new version, or delete "
-            f"{location}/ once no other publish of it is running, then retry",
+            f"sha256 {digest.sha256}, {digest.size} bytes). An earlier publish of this version "
+            f"did not finish, or another one is running: {location} has no {MANIFEST_FILE}, so "
+            f"it is not published. Objects are never overwritten: publish a new version, or "
+            f"delete {location}/ once no other publish of it is running, then retry",
         )
     return digest
 

@@ -58,7 +58,17 @@ class VerifyReport:
             "location": self.location,
             "manifestSha256": self.manifest_sha256,
             "ok": self.ok,
-            "files": [dataclasses.asdict(check) for check in self.files],
+            "files": [
+                {
+                    "name": check.name,
+                    "expectedSize": check.expected_size,
+                    "expectedSha256": check.expected_sha256,
+                    "size": check.size,
+                    "sha256": check.sha256,
+                    "problem": check.problem,
+                }
+                for check in self.files
+            ],
             "problems": list(self.problems),
             "unlisted": list(self.unlisted),
         }

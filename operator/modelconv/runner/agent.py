@@ -10,15 +10,18 @@ Threads, each with one job:
 On SIGTERM the agent stops claiming, lets running checks finish for up to `drain_seconds`,
 releases the ones still running back to Pending, clears its Lease and exits.
 
-Failure classes: a claim race lost (409) is normal and logged at DEBUG; API or network
-faults in the watch are retried with capped exponential backoff, and after
-`max_watch_failures` in a row the agent exits non-zero so that its supervisor (launchd)
-restarts it; a check that fails is reported in its status, never raised.
+Failure classes:
+- a lost claim race (409) is normal and logged at DEBUG;
+- API or network faults of the watch are retried with capped exponential backoff. After
+  `max_watch_failures` in a row the agent exits non-zero, so its supervisor (launchd)
+  restarts it;
+- a check that fails is reported in its status and never raised.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import random
 import re
@@ -42,16 +45,17 @@ from .resource import PENDING, RUNNER_ERROR, CheckSpec, status_of, utc_now
 
 log = logging.getLogger(__name__)
 
-# Pick among the few oldest candidates at random, so that agents watching the same
-# namespace do not all race for the very same check.
-CLAIM_SPREAD = 4
+# Each agent picks among the oldest candidates by rendezvous hashing (the lowest hash of
+# runner name and check name), so agents watching the same namespace mostly try different
+# checks instead of racing for the oldest one.
+CLAIM_WINDOW = 16
 MAX_BACKOFF_SECONDS = 30.0
 _URL = re.compile(r"https?://\S+")
 
 
 @dataclasses.dataclass
 class AgentSettings:
-    """How one agent process runs."""
+    """Settings of one agent process."""
 
     name: str
     namespace: str
@@ -74,6 +78,13 @@ class AgentStats:
     lost: int = 0
     released: int = 0
     busy_seconds: float = 0.0
+
+    def add(self, field: str, amount: float = 1) -> None:
+        with _STATS_LOCK:
+            setattr(self, field, getattr(self, field) + amount)
+
+
+_STATS_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -113,6 +124,8 @@ class Agent:
         self._stopping = threading.Event()
         self._drain_deadline: Optional[float] = None
         self._failure: Optional[str] = None
+        # Checks whose spec this agent cannot read, warned about once each.
+        self._unreadable: set[str] = set()
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -237,8 +250,11 @@ class Agent:
                 return False
             spec = CheckSpec.model_validate(obj.get("spec") or {})
         except ValidationError as error:
-            log.warning("ignoring check %s: it does not match this agent's CoreMLCheck "
-                        "version (%d errors)", name, error.error_count())
+            if name not in self._unreadable:
+                self._unreadable.add(name)
+                log.warning("ignoring check %s: its spec is invalid for this agent's version "
+                            "of CoreMLCheck (%d errors); upgrade the agent", name,
+                            error.error_count())
             return False
         if name in self._active or spec.deadline <= utc_now():
             return False
@@ -255,7 +271,7 @@ class Agent:
                     continue
             claim = claim_check(self.checks, candidate, self.settings.name, self.labels)
             if claim is None:
-                self.stats.conflicts += 1
+                self.stats.add("conflicts")
                 log.debug("check %s was claimed or changed by someone else first",
                           candidate["metadata"]["name"])
                 continue
@@ -265,17 +281,21 @@ class Agent:
         if len(self._active) >= self.settings.concurrency or not self._candidates:
             return None
         oldest = sorted(
-            self._candidates.values(),
-            key=lambda obj: (obj["metadata"].get("creationTimestamp", ""), obj["metadata"]["name"]),
-        )[:CLAIM_SPREAD]
-        chosen = random.choice(oldest)
-        return self._candidates.pop(chosen["metadata"]["name"])
+            self._candidates,
+            key=lambda name: (self._candidates[name]["metadata"].get("creationTimestamp", ""),
+                              name),
+        )[:CLAIM_WINDOW]
+        chosen = min(oldest, key=self._rendezvous_rank)
+        return self._candidates.pop(chosen)
+
+    def _rendezvous_rank(self, check: str) -> bytes:
+        return hashlib.blake2b(f"{self.settings.name}/{check}".encode(), digest_size=8).digest()
 
     def _start(self, claim: Claim) -> None:
         active = ActiveCheck(claim)
         with self._condition:
             self._active[claim.name] = active
-        self.stats.claimed += 1
+        self.stats.add("claimed")
         log.info("claimed check %s (attempt %d)", claim.name, claim.attempt)
         threading.Thread(target=self._work, args=(active,), name=f"check-{claim.name}",
                          daemon=True).start()
@@ -292,11 +312,11 @@ class Agent:
             if outcome is not None:
                 active.finishing.set()
                 claim.finish(outcome)
-                self.stats.finished += 1
+                self.stats.add("finished")
                 log.info("finished check %s: %s (%s)", claim.name,
                          "succeeded" if outcome.succeeded else "failed", outcome.reason)
         except ClaimLost as error:
-            self.stats.lost += 1
+            self.stats.add("lost")
             log.warning("result of check %s rejected: %s", claim.name, error)
         # A failed status write must not kill the agent; the controller requeues the check
         # once its heartbeat goes stale.
@@ -304,7 +324,7 @@ class Agent:
             log.error("writing the result of check %s failed: %s", claim.name, redact(str(error)))
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-            self.stats.busy_seconds += time.monotonic() - active.started
+            self.stats.add("busy_seconds", time.monotonic() - active.started)
             active.done.set()
             with self._condition:
                 self._active.pop(claim.name, None)
@@ -360,7 +380,7 @@ class Agent:
         active.cancelled.set()
         try:
             active.claim.release(f"runner {self.settings.name} stopped before finishing it")
-            self.stats.released += 1
+            self.stats.add("released")
             log.info("released check %s back to the pool", active.claim.name)
         except ClaimLost:
             pass  # it finished, or the controller requeued it, in the meantime

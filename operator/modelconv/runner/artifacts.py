@@ -105,7 +105,7 @@ def _stream_to(response: requests.Response, dest: Path, item: PresignedObject) -
 
 def upload(session: requests.Session, item: PresignedObject, data: bytes,
            content_type: str) -> None:
-    """PUT `data` to `item`, retrying network faults and 5xx answers a few times."""
+    """PUT `data` to `item`, retrying network faults and 5xx responses a few times."""
     ensure_not_expired({"upload": item})
     last = "no attempt"
     for _ in range(UPLOAD_ATTEMPTS):
@@ -127,7 +127,7 @@ def upload(session: requests.Session, item: PresignedObject, data: bytes,
 
 
 def _http_failure(action: str, item: PresignedObject, response: requests.Response) -> CheckDataError:
-    """Classify an S3 error answer; the body is S3's XML error, which carries no signature."""
+    """Classify an S3 error response; its body is S3's XML error, which contains no signature."""
     body = response.text[:2000] if response.content else ""
     if response.status_code == 403 and "expired" in body.lower():
         return CheckDataError(
@@ -183,7 +183,7 @@ def _check_members(name: str, members: list[zipfile.ZipInfo], dest: Path) -> Non
 def locate_package(folder: Path) -> Path:
     """Return the .mlpackage inside an unpacked package zip.
 
-    The zip either holds the package's contents at its root (`Manifest.json` first level),
+    The zip contains either the package's contents at its root (`Manifest.json` first level),
     or one `*.mlpackage` folder. Core ML wants the folder name to end in `.mlpackage`, so
     contents at the root are moved into `model.mlpackage`.
     """
@@ -214,7 +214,7 @@ def read_samples(path: Path, key: str, role: str) -> list[dict]:
 
     Two formats are accepted: the validate stage's `samples.safetensors` (keys
     `sample<i>/input/<name>`, `sample<i>/output/<name>`, `sample<i>/pixels/<name>`), which
-    holds both roles in one object, or an `.npz` per role with arrays named
+    contains both roles in one object, or an `.npz` per role with arrays named
     `<i>/<name>`. Returns one dict per sample in index order; raise CheckDataError naming the
     object key for anything else.
     """
@@ -275,7 +275,7 @@ def group_samples(arrays: dict, key: str) -> list[dict]:
             )
         samples.setdefault(int(index), {})[tensor] = array
     if not samples:
-        raise CheckDataError(INVALID_CHECK_DATA, f"{key} holds no arrays for this role")
+        raise CheckDataError(INVALID_CHECK_DATA, f"{key} contains no arrays for this role")
     if sorted(samples) != list(range(len(samples))):
         raise CheckDataError(INVALID_CHECK_DATA, f"{key}: sample indexes must be 0..{len(samples) - 1}")
     return [samples[index] for index in range(len(samples))]

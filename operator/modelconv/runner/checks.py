@@ -53,7 +53,7 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 URL_MARGIN_SECONDS = 600
 # A claim is stale after this many heartbeat intervals without a beat.
 STALE_HEARTBEATS = 3
-# How soon the controller should look again, per state.
+# Delay in seconds before the controller should look again, per state.
 PENDING_RETRY_SECONDS = 5.0
 NO_RUNNER_RETRY_SECONDS = 15.0
 CONFLICT_RETRY_SECONDS = 1.0
@@ -234,7 +234,7 @@ def delete_check(client, namespace: str, name: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class CheckEvaluation:
-    """What the controller learns from one look at a check."""
+    """The state of a check as one look shows it, and when to look again."""
 
     state: str
     reason: str
@@ -253,7 +253,10 @@ class CheckEvaluation:
 
 def evaluate_check(client, namespace: str, name: str,
                    now: Optional[datetime.datetime] = None) -> CheckEvaluation:
-    """Look at a check once and move it on where the controller must; never blocks."""
+    """Read a check once and make at most one status write (deadline, requeue, NoRunnerAvailable).
+
+    It does not wait: `retry_after` gives the delay before the next call.
+    """
     now = now or utc_now()
     api = CheckApi(client, namespace)
     try:
@@ -376,7 +379,7 @@ def live_runners(client, namespace: str,
 
 @dataclasses.dataclass(frozen=True)
 class DeviceDecision:
-    """The DeviceVerified condition and what the conversion does next.
+    """A DeviceVerified condition and the conversion's next step.
 
     `publish` is True (go on), False (the conversion fails at this stage) or None (wait and
     evaluate again after `retry_after` seconds).
@@ -398,7 +401,7 @@ def device_decision(evaluation: CheckEvaluation, required: bool) -> DeviceDecisi
     """Decide the DeviceVerified condition from an evaluation and `validation.device.required`.
 
     With `required: false`, a check that no runner could do (NoRunnerAvailable, RunnerLost,
-    DeadlineExceeded) is Skipped and the conversion publishes; a model that fails on a
+    DeadlineExceeded) is Skipped, and the conversion publishes. A model that fails on a
     device fails the conversion either way.
     """
     if evaluation.state == SUCCEEDED:

@@ -1,6 +1,6 @@
 """Running one claimed check on this machine: fetch, predict, compare, report.
 
-This module knows nothing of Kubernetes. It turns a CheckSpec into a CheckOutcome, which
+This module does not use the Kubernetes API. It turns a CheckSpec into a CheckOutcome, which
 the agent writes into the check's status. Failure classes:
 - permanent for this check (expired URLs, unreadable data, a package that does not load,
   outputs beyond tolerance): a Failed outcome whose reason names the cause;
@@ -55,7 +55,7 @@ REPORT_API_VERSION = "modelconv.io/report/v1"
 
 @dataclasses.dataclass(frozen=True)
 class CheckContext:
-    """Who runs the check, for the report."""
+    """Identity of the check and its runner, for the report."""
 
     name: str
     namespace: str
@@ -149,7 +149,7 @@ def unit_result(backend: str, unit: UnitRun, comparisons: list[OutputComparison]
         message = (f"{len(failures)} of {len(comparisons)} output comparisons failed; first: "
                    f"output {first.output!r} of sample {first.sample}: {first.problem}")
     if reason is None and not comparisons:
-        reason, message = INVALID_CHECK_DATA, "the expected outputs file holds no outputs"
+        reason, message = INVALID_CHECK_DATA, "the expected outputs file contains no outputs"
     return UnitResult(
         backend=backend,
         compute_unit=unit.compute_unit,

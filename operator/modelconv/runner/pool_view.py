@@ -50,7 +50,12 @@ def render_table(rows: list[dict]) -> str:
     lines = [COLUMNS]
     for row in rows:
         labels = ",".join(f"{key}={value}" for key, value in sorted(row["labels"].items()))
-        live = "stopped" if row["stopped"] else ("yes" if row["live"] else "expired")
+        if row["stopped"]:
+            live = "stopped"
+        elif row["live"]:
+            live = "yes"
+        else:
+            live = "expired"
         age = row["secondsSinceRenewal"]
         renewal = f"{age:.0f}s ago / {row['leaseDurationSeconds']}s" if age is not None else "never"
         slots = f"{len(row['checksInFlight'])}/{row['concurrency'] or '?'}"

@@ -118,7 +118,7 @@ class Tolerances(CheckModel):
 
 
 class Requirements(CheckModel):
-    """What a runner must offer to claim the check; an absent field accepts any runner."""
+    """Runner properties needed to claim the check; an absent field accepts any runner."""
 
     minimum_macos: Optional[str] = Field(
         default=None, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Lowest macOS version, e.g. 14."
@@ -209,7 +209,7 @@ class UnitResult(CheckModel):
 
 
 class CheckStatus(CheckModel):
-    """What runners and the controller record about a check."""
+    """The observed state of a check, written by runners and the controller."""
 
     state: Literal[STATES] = Field(default=PENDING, description="Pending, Claimed, Succeeded, Failed.")  # type: ignore[valid-type]
     runner: Optional[str] = Field(default=None, description="Runner that holds or held the claim.")

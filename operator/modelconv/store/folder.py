@@ -14,11 +14,11 @@ through S3 instead.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import fcntl
 import hashlib
 import io
-import json
 import os
 import uuid
 from pathlib import Path
@@ -102,7 +102,7 @@ class FolderStore(Store):
                 current = None
                 if target.exists():
                     current = decode_json(self.url_of(key), target.read_bytes())
-                updated = mutate(_copy_json(current))
+                updated = mutate(copy.deepcopy(current))
                 if updated is None or updated == current:
                     return current
                 self._write(target, io.BytesIO(encode_json(updated)).read, None, if_absent=False)
@@ -137,12 +137,15 @@ class FolderStore(Store):
         return ObjectInfo(key, digest.size, digest.sha256, digest.sha256)
 
     def list(self, prefix: str = "") -> list[str]:
+        # Walk only the folder that contains every key with this prefix.
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else self.root
         with self._errors(prefix or "."):
-            if not self.root.is_dir():
+            if not start.is_dir():
                 return []
             keys = [
                 path.relative_to(self.root).as_posix()
-                for path in self.root.rglob("*")
+                for path in start.rglob("*")
                 if path.is_file() and not path.name.startswith(TEMP_PREFIX)
             ]
         return sorted(key for key in keys if key.startswith(prefix))
@@ -189,10 +192,6 @@ def _source_reader(source) -> Callable[[int], bytes]:
             raise SourceUnreadable() from error
 
     return read
-
-
-def _copy_json(document: Optional[JsonDocument]) -> Optional[JsonDocument]:
-    return None if document is None else json.loads(json.dumps(document))
 
 
 def _copy_to(read: Callable[[int], bytes], dest: Path) -> Digest:

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import random
@@ -201,10 +201,9 @@ class S3Store(Store):
 
     def _put_object(self, key: str, data: bytes, if_absent: bool) -> PutResult:
         digest = digest_bytes(data)
+        conditions = {"IfNoneMatch": "*"} if if_absent else {}
         try:
-            self.client.put_object(**self._put_arguments(key, data, digest), **(
-                {"IfNoneMatch": "*"} if if_absent else {}
-            ))
+            self.client.put_object(**self._put_arguments(key, data, digest), **conditions)
         except ClientError as error:
             if if_absent and error_code(error) == "PreconditionFailed":
                 return PutResult(key, False, digest)
@@ -229,19 +228,11 @@ class S3Store(Store):
         with self._errors("put", key):
             for attempt in range(JSON_UPDATE_ATTEMPTS):
                 current, etag = self._read_json(key)
-                updated = mutate(None if current is None else json.loads(json.dumps(current)))
+                updated = mutate(copy.deepcopy(current))
                 if updated is None or updated == current:
                     return current
-                data = encode_json(updated)
-                condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-                try:
-                    self.client.put_object(
-                        **self._put_arguments(key, data, digest_bytes(data)), **condition
-                    )
+                if self._put_json_if_unchanged(key, updated, etag):
                     return updated
-                except ClientError as error:
-                    if error_code(error) not in LOST_RACE_CODES:
-                        raise
                 # Another writer changed the document since it was read: read it again.
                 log.debug("%s changed during an update; attempt %d", self.url_of(key), attempt + 1)
                 time.sleep(random.uniform(0, min(1.0, JSON_UPDATE_BACKOFF * 2**attempt)))
@@ -251,6 +242,19 @@ class S3Store(Store):
             "update it; retry when fewer writers are active",
             permanent=False,
         )
+
+    def _put_json_if_unchanged(self, key: str, document: JsonDocument, etag: Optional[str]) -> bool:
+        """Write `document` unless the stored one changed since it had `etag` (None: absent)."""
+        data = encode_json(document)
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            arguments = self._put_arguments(key, data, digest_bytes(data))
+            self.client.put_object(**arguments, **condition)
+        except ClientError as error:
+            if error_code(error) in LOST_RACE_CODES:
+                return False
+            raise
+        return True
 
     def _read_json(self, key: str) -> tuple[Optional[JsonDocument], Optional[str]]:
         try:

@@ -11,8 +11,8 @@ so this module drives the multipart API itself:
 4. CompleteMultipartUpload with `IfNoneMatch: *`, so an existing object is never replaced.
 
 At most `concurrency` parts are in memory at once. Any failure aborts the upload, so no
-object ever appears with partial content; an abort that fails too (the server is gone)
-leaves an incomplete upload that uses storage but is no object. A bucket lifecycle rule
+object ever appears with partial content. An abort that fails too (the server is gone)
+leaves an incomplete upload, which uses storage but is no object. A bucket lifecycle rule
 (AbortIncompleteMultipartUpload) cleans those up.
 """
 

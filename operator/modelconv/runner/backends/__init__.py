@@ -7,7 +7,7 @@
   finished by it leaves DeviceVerified False with reason ReferenceOnly.
 
 Every result names the backend that produced it. `backend_named` is the registry the agent
-uses; it holds exactly these two, so no other backend can be selected by configuration.
+uses. It returns only these two, so no other backend can be selected by configuration.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..resource import BACKENDS, COREML, MIL_REFERENCE
 
 
 class BackendUnavailable(Exception):
-    """The backend cannot run on this host; the message says why and what to use instead."""
+    """The backend cannot run on this host; the message gives the cause and the alternative."""
 
 
 class PackageLoadFailure(Exception):
@@ -69,7 +69,7 @@ class BackendRun:
 
 
 class Backend(Protocol):
-    """What the agent needs from a backend."""
+    """Interface of a backend, as the agent uses it."""
 
     name: str
 

@@ -1,9 +1,10 @@
 """The `coreml` backend: real Core ML predictions on a Mac through coremltools.
 
-Per check, the package is compiled once to `.mlmodelc` (timed as compile time, zipped and
-uploaded for the release), then for each requested compute unit the compiled model is
-loaded (load time), every sample is predicted and compared, and `measured_runs` predictions
-of the first sample after `warmup_runs` untimed ones give the latency percentiles.
+Per check, the package is compiled once to `.mlmodelc`. That time is the compile time, and
+the compiled model is zipped and uploaded for the release. Then, for each requested compute
+unit, the compiled model is loaded (load time) and every sample is predicted and compared.
+The latency percentiles come from `measured_runs` predictions of the first sample after
+`warmup_runs` untimed ones.
 
 Core ML exists only on macOS: `prepare()` raises BackendUnavailable anywhere else, so an
 agent started with `--backend coreml` on Linux stops before it registers.
@@ -125,7 +126,7 @@ def feed_for(description, sample: Mapping[str, np.ndarray]) -> dict:
     """Return the predict() input dict for `sample`, shaped by the model's input description.
 
     Multi-arrays are cast to the dtype the model declares (int64 tensors become int32, as
-    Core ML has no int64). Image inputs become PIL images: the array holds pixel values in
+    Core ML has no int64). Image inputs become PIL images: the array contains pixel values in
     0..255, shaped (1, C, H, W), (C, H, W) or (H, W), channels in the model's color layout.
     """
     feed = {}

@@ -2,7 +2,7 @@
 
 It needs torch and coremltools (the `ml` extra) but no Apple hardware. The program runs in
 its own precision (float16 ops computed as float16). Its latency figures time the executor
-on this host and say nothing about a device; its single result has no compute unit.
+on this host, not a device, and its single result has no compute unit.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ class ReferenceBackend:
     name = MIL_REFERENCE
 
     def prepare(self) -> None:
+        # Import both now, so the first check's load time measures loading the program only.
         try:
-            import modelconv.mil  # noqa: F401  (torch and coremltools load here)
+            import coremltools  # noqa: F401
+            import modelconv.mil  # noqa: F401
         except ImportError as error:
             raise BackendUnavailable(
                 f"the mil-reference backend needs torch and coremltools ({error.name} is "
