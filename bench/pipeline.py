@@ -42,6 +42,7 @@ MODELS = {
     "minilm": REPO / "examples" / "minilm.yaml",
 }
 TARGET_RATIO = 1.15
+FIGURES_FILE = "figures.json"
 
 
 def run_measured(command: list[str], env: dict | None = None) -> tuple[float, int, str, str]:
@@ -77,8 +78,8 @@ def library_round(model: str, rung: str, scratch: Path) -> tuple[float, int, dic
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, __file__, "--library", str(MODELS[model]), "--rung", rung,
                "--out", str(out)]
-    seconds, rss, stdout, _ = run_measured(command)
-    return seconds, rss, json.loads(stdout)
+    seconds, rss, _, _ = run_measured(command)
+    return seconds, rss, json.loads((out / FIGURES_FILE).read_text())
 
 
 # --- the library side -----------------------------------------------------------------------
@@ -178,7 +179,8 @@ def main() -> int:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TQDM_DISABLE", "1")
         figures = library_work(args.library, args.rung, args.out)
-        print(json.dumps(figures))
+        # A file, not stdout: the exporters print to stdout.
+        (args.out / FIGURES_FILE).write_text(json.dumps(figures))
         return 0
 
     models = args.models.split(",")

@@ -8,11 +8,13 @@ run), installs the CoreMLCheck CRD, binds the agent Role of examples/macos/agent
 to a ServiceAccount and starts `--agents` agent processes (concurrency 1) with its
 kubeconfig. Then two phases:
 
-- trickle: `--trickle` checks created one by one, 100 ms apart, so each finds an idle
-  runner: the time from the create request to the claim is the claim latency;
-- burst: `--checks` checks created at once: checks per second from the first create to the
-  last completion, and agent utilisation = time runners spent holding claims / (agents x
-  that wall time).
+- trickle: `--trickle` checks created one at a time, each after the previous one finished,
+  so every check finds idle runners. The time from the create request to the claim is the
+  claim latency;
+- burst: `--checks` checks created at once. Figures: checks per second from the first
+  create to the last completion, agent utilisation (time runners spent holding claims /
+  (agents x that wall time)), and the time from create to claim, which here is mostly
+  queueing behind other checks.
 
 Checks are trivial. With `mil-reference` (the default), the executor runs a real converted
 package of a 16-unit MLP on 3 samples, with 1 warm-up and 5 timed runs. With `noop`, a
@@ -43,7 +45,7 @@ import numpy as np  # noqa: E402
 from modelconv.runner.backends import BackendRun, UnitRun  # noqa: E402
 
 AGENT_RBAC = REPO_ROOT / "examples" / "macos" / "agent-rbac.yaml"
-TRICKLE_INTERVAL = 0.1
+POLL_SECONDS = 0.02
 
 
 class NoopBackend:
@@ -196,8 +198,14 @@ def wait_registered(client, namespace: str, count: int) -> None:
 
 
 def create_checks(client, store, namespace: str, prefix: str, count: int,
-                  interval: float) -> dict[str, float]:
-    """Create `count` checks; return the wall-clock time before each create request."""
+                  one_at_a_time: bool) -> dict[str, float]:
+    """Create `count` checks; return the wall-clock time before each create request.
+
+    With `one_at_a_time`, each check is created after the previous one finished.
+    """
+    from modelconv.runner.kube import CheckApi
+    from modelconv.runner.resource import status_of
+
     from modelconv.runner.checks import CheckObjects, S3Presigner, check_manifest, create_check
     from modelconv.spec import ConversionSpec
 
@@ -219,8 +227,10 @@ def create_checks(client, store, namespace: str, prefix: str, count: int,
                                   namespace=namespace, warmup_runs=1, measured_runs=5)
         created[manifest["metadata"]["name"]] = time.time()
         create_check(client, manifest)
-        if interval:
-            time.sleep(interval)
+        while one_at_a_time and status_of(
+                CheckApi(client, namespace).get(manifest["metadata"]["name"])).state not in (
+                "Succeeded", "Failed"):
+            time.sleep(POLL_SECONDS)
     return created
 
 
@@ -303,10 +313,9 @@ def run(args) -> dict:
         agents = start_agents(args, namespace, kubeconfig, workdir)
         try:
             wait_registered(client, namespace, args.agents)
-            trickle = create_checks(client, store, namespace, "trickle", args.trickle,
-                                    TRICKLE_INTERVAL)
+            trickle = create_checks(client, store, namespace, "trickle", args.trickle, True)
             trickle_status = wait_finished(client, namespace, trickle, 600)
-            burst = create_checks(client, store, namespace, "burst", args.checks, 0)
+            burst = create_checks(client, store, namespace, "burst", args.checks, False)
             burst_status = wait_finished(client, namespace, burst, 1200)
         finally:
             for process, log, _ in agents:

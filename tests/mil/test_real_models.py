@@ -63,7 +63,8 @@ def silero(tmp_path_factory):
     audio = torch.zeros(1, 576)
     state = torch.zeros(2, 1, 128)
     folder = tmp_path_factory.mktemp("silero")
-    program = load_program(convert(model, {"audio": audio, "state": state}, folder, "fp32"))
+    # coremltools 9.0 renames an input called "state" to "state_workaround".
+    program = load_program(convert(model, {"audio": audio, "lstm_state": state}, folder, "fp32"))
     return model, program
 
 
@@ -119,7 +120,7 @@ def test_silero_vad_program_agrees_with_the_packaged_torchscript_model(silero):
     state = torch.zeros(2, 1, 128)
     for _ in range(4):
         audio = torch.randn(1, 576, generator=generator) * 0.3
-        outputs = execute(program, {"audio": audio.numpy(), "state": state.numpy()})
+        outputs = execute(program, {"audio": audio.numpy(), "lstm_state": state.numpy()})
         probability, next_state = outputs.values()
         with torch.no_grad():
             expected, expected_state = scripted._model(audio, state)

@@ -1,4 +1,4 @@
-"""The API server enforces the CRD's schema and CEL rules, with messages that say what to fix.
+"""The API server enforces the CRD's schema and CEL rules, with messages that tell the user what to fix.
 
 Each invalid document is also rejected by the spec models (`modelconv run` and the stages),
 so the cluster and a local run agree on what is valid.
@@ -81,7 +81,7 @@ def test_api_server_rejects_invalid_spec(kube_api, modelconv_crd, namespace, cas
         parse_conversion(copy.deepcopy({**document, "metadata": {"name": "valid"}}))
 
 
-def test_api_server_rejects_a_name_the_stage_jobs_cannot_carry(kube_api, modelconv_crd,
+def test_api_server_rejects_dotted_names(kube_api, modelconv_crd,
                                                               namespace):
     document = valid()
     document["metadata"]["name"] = "model.v2"
@@ -90,7 +90,7 @@ def test_api_server_rejects_a_name_the_stage_jobs_cannot_carry(kube_api, modelco
     assert "metadata.name must be a DNS label" in rejected.value.message
 
 
-def test_api_server_accepts_a_valid_spec_and_fills_defaults(kube_api, modelconv_crd, namespace):
+def test_api_server_fills_defaults(kube_api, modelconv_crd, namespace):
     document = valid()
     document["spec"]["inputs"][0]["shape"] = [1, "1..128"]
     document["spec"]["resources"] = {"requests": {"cpu": 2, "memory": "4Gi"}}

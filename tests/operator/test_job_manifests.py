@@ -41,7 +41,7 @@ def build(stage_name: str = "convert", **extra):
     return jobs.stage_job(CONVERSION, plan, plan.stage(stage_name), spec, CONFIG), plan, spec
 
 
-def test_job_runs_the_stage_command_with_the_run_file():
+def test_job_runs_stage_command():
     job, _, _ = build()
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/modelconv-stage:1"
@@ -62,7 +62,7 @@ def test_job_name_is_deterministic_and_a_dns_label():
     assert name == jobs.job_name(CONVERSION, plan.run_hash, "convert")
 
 
-def test_long_conversion_names_are_cut_to_63_characters_without_collisions():
+def test_long_names_cut_without_collisions():
     long_a = jobs.ConversionRef("a" * 60 + "-one", "ns", "uid-1")
     long_b = jobs.ConversionRef("a" * 60 + "-two", "ns", "uid-2")
     name_a = jobs.job_name(long_a, "f" * 64, "validate")
@@ -73,7 +73,7 @@ def test_long_conversion_names_are_cut_to_63_characters_without_collisions():
     assert not name_a.split("-validate-")[0].endswith("-")
 
 
-def test_names_differ_for_another_run_or_a_recreated_conversion():
+def test_names_differ_per_run_and_uid():
     other_uid = jobs.ConversionRef("mlp", "team-a", "another-uid")
     assert jobs.job_name(CONVERSION, "a" * 64, "export") != jobs.job_name(CONVERSION, "b" * 64,
                                                                           "export")
@@ -103,7 +103,7 @@ def test_pod_security_is_restricted():
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
 
 
-def test_pod_failure_policy_fails_on_exit_code_2_and_ignores_disruptions():
+def test_pod_failure_policy_rules():
     job, _, _ = build()
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {
@@ -138,7 +138,7 @@ def test_spec_resources_apply_to_stages_without_overrides():
     assert container["resources"] == {"requests": {"cpu": "2", "memory": "2Gi"}}
 
 
-def test_store_credentials_come_from_the_secret_and_never_inline():
+def test_store_credentials_from_secret_only():
     job, _, _ = build()
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
@@ -202,7 +202,7 @@ def test_run_config_map_is_immutable_and_owned():
     assert volume == {"name": "run", "configMap": {"name": config_map["metadata"]["name"]}}
 
 
-def test_train_job_runs_the_user_image_with_the_output_location():
+def test_train_job_runs_user_image():
     spec = make_spec(train={"image": "team/trainer:3", "command": ["python", "train.py"],
                             "args": ["--epochs", "1"],
                             "output": {"uri": "s3://bucket/trained/model.pt"},
@@ -223,7 +223,7 @@ def test_train_job_runs_the_user_image_with_the_output_location():
 
 
 @pytest.mark.parametrize("stage_name", ["export", "convert", "validate", "publish"])
-def test_every_stage_job_mounts_the_run_of_its_plan(stage_name):
+def test_stage_jobs_mount_their_run_file(stage_name):
     job, plan, _ = build(stage_name)
     volume = job["spec"]["template"]["spec"]["volumes"][0]
     assert volume["configMap"]["name"] == jobs.run_config_map_name(CONVERSION, plan.run_hash)

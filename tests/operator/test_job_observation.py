@@ -73,7 +73,7 @@ def test_complete_job_succeeded():
     assert result.finished == "2026-01-01T11:59:00Z"
 
 
-def test_permanent_failure_takes_the_reason_from_the_termination_message():
+def test_permanent_failure_reason_from_summary():
     summary = {"stage": "validate", "succeeded": False, "reason": "ToleranceExceeded",
                "message": "output logits: max |error| 0.3 > atol"}
     job = job_body(failed=1, conditions=[
@@ -87,7 +87,7 @@ def test_permanent_failure_takes_the_reason_from_the_termination_message():
     assert result.message == "output logits: max |error| 0.3 > atol"
 
 
-def test_retries_exhausted_names_the_count_and_the_last_log_line():
+def test_retries_exhausted_names_count():
     job = job_body(failed=3, conditions=[
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
          "message": "Job has reached the specified backoff limit"}])
@@ -99,7 +99,7 @@ def test_retries_exhausted_names_the_count_and_the_last_log_line():
     assert "ConnectionError: store unreachable" in result.message
 
 
-def test_retries_exhausted_keeps_the_stage_reason_of_the_last_attempt():
+def test_retries_exhausted_keeps_stage_reason():
     job = job_body(failed=3, conditions=[
         {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "x"}])
     summary = {"stage": "export", "succeeded": False, "reason": "StoreUnavailable",
@@ -119,7 +119,7 @@ def test_deadline_exceeded_says_which_setting_to_raise():
     assert "activeDeadlineSeconds" in result.message
 
 
-def test_oom_killed_container_fails_the_stage_with_the_limit():
+def test_oom_killed_names_memory_limit():
     pod = pod_body(last_terminated={"reason": "OOMKilled", "exitCode": 137, "message": None})
     result = outcome(job_body(active=1, failed=1, memory_limit="512Mi"), [pod])
     assert result.state == "Failed"
@@ -142,7 +142,7 @@ def test_image_pull_failure_waits_for_the_grace_period():
     assert result.stop is True
 
 
-def test_a_plain_text_termination_message_is_no_summary():
+def test_plain_termination_message_is_no_summary():
     pod = pod_body(terminated={"reason": "Error", "exitCode": 2, "message": "not json"})
     assert observe.termination_summary([observe.pod_projection(pod)]) is None
 

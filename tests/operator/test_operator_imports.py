@@ -17,6 +17,10 @@ import modelconv.cli
 import modelconv.controller.runtime, modelconv.controller.handlers, modelconv.controller.rbac
 parser = modelconv.cli.build_parser()
 parser.parse_args(["operator", "--namespace", "a", "--store", "s3://bucket/x"])
+# Reading a stage result goes through the stage runner's module and the store.
+import asyncio, tempfile
+from modelconv.controller.results import ResultReader
+assert asyncio.run(ResultReader().result(tempfile.mkdtemp(), "export", "0" * 64)) is None
 print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in %r)))
 """ % (HEAVY_MODULES,)
 

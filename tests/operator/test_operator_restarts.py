@@ -40,7 +40,7 @@ def lease_holder(api: KubeAPI, namespace: str, name: str) -> str:
     return lease["spec"].get("holderIdentity") or ""
 
 
-def test_killed_operator_adopts_its_jobs_and_makes_no_twins(kube_api, operators):
+def test_killed_operator_makes_no_twin_jobs(kube_api, operators):
     namespace = operators.namespace
     operator = operators.start("replica-a")
     apply(kube_api, namespace, conversion("first", width=9))
@@ -68,7 +68,7 @@ def test_killed_operator_adopts_its_jobs_and_makes_no_twins(kube_api, operators)
         assert_one_job_per_stage(kube_api, namespace, done)
 
 
-def test_standby_replica_takes_over_from_a_killed_leader(kube_api, operators):
+def test_standby_takes_over_killed_leader(kube_api, operators):
     namespace = operators.namespace
     replicas = {"replica-a": operators.start("replica-a"),
                 "replica-b": operators.start("replica-b")}

@@ -34,7 +34,7 @@ def stage_jobs(api, namespace: str, uid: str) -> dict[str, list[dict]]:
     return jobs
 
 
-def test_conversion_publishes_and_reuses_the_cache(kube_api, operators, s3_server):
+def test_conversion_publishes_and_reuses_cache(kube_api, operators, s3_server):
     namespace = operators.namespace
     operator = operators.start()
     device = {"device": {"enabled": True, "required": False}}

@@ -25,7 +25,7 @@ STAGES = ("export", "convert", "validate", "publish")
 
 
 class RecordingKube:
-    """Records writes; creating an existing name answers 409 like the API server."""
+    """Records writes; creating an existing name raises 409, as the API server does."""
 
     def __init__(self) -> None:
         self.created: list[dict] = []
@@ -108,7 +108,7 @@ def finished_job(ctl, stage: str) -> dict:
     return job_projection(job)
 
 
-def test_first_pass_creates_the_run_config_map_and_the_export_job(controller):
+def test_first_pass_creates_config_map_and_job(controller):
     run(controller, body())
     kinds = [item["kind"] for item in controller.kube.created]
     assert kinds == ["ConfigMap", "Job"]
@@ -118,14 +118,14 @@ def test_first_pass_creates_the_run_config_map_and_the_export_job(controller):
     assert [event.reason for event in controller.events] == ["Running"]
 
 
-def test_a_second_pass_on_the_same_state_writes_nothing(controller):
+def test_second_pass_writes_nothing(controller):
     run(controller, body())
     writes = (len(controller.kube.created), len(controller.kube.patches))
     run(controller, body())
     assert (len(controller.kube.created), len(controller.kube.patches)) == writes
 
 
-def test_a_finished_job_starts_the_next_stage(controller):
+def test_finished_job_starts_next_stage(controller):
     run(controller, body())
     export = finished_job(controller, "export")
     key = last_status(controller)["stages"]["export"]["key"]
@@ -151,7 +151,7 @@ def test_cached_stages_are_skipped_without_jobs(controller):
     assert stages["export"] == {"key": keys["export"], "state": "Succeeded", "cacheHit": True}
 
 
-def test_an_existing_job_is_adopted_not_duplicated(controller):
+def test_existing_job_is_adopted(controller):
     run(controller, body())
     (job_name,) = controller.kube.jobs_created()
     restarted = Controller(controller.config, controller.kube, controller.results,
@@ -160,7 +160,7 @@ def test_an_existing_job_is_adopted_not_duplicated(controller):
     assert controller.kube.jobs_created() == [job_name]
 
 
-def test_a_failed_stage_stops_the_run_and_is_not_retried(controller):
+def test_failed_stage_stops_the_run(controller):
     run(controller, body())
     export = finished_job(controller, "export")
     export["conditions"] = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
@@ -172,12 +172,12 @@ def test_a_failed_stage_stops_the_run_and_is_not_retried(controller):
     assert status["stage"] == "export"
     ready = [item for item in status["conditions"] if item["type"] == "Ready"][0]
     assert ready["status"] == "False"
-    # The Job is gone (ttlSecondsAfterFinished); the status still says failed.
+    # The Job is gone (ttlSecondsAfterFinished), and the status still records the failure.
     run(controller, body())
     assert len(controller.kube.jobs_created()) == 1
 
 
-def test_a_spec_change_supersedes_the_running_jobs(controller):
+def test_spec_change_supersedes_running_jobs(controller):
     run(controller, body())
     export = finished_job(controller, "export")
     export["conditions"], export["succeeded"], export["active"] = [], 0, 1
@@ -189,7 +189,7 @@ def test_a_spec_change_supersedes_the_running_jobs(controller):
     assert controller.kube.jobs_created()[-1] != export["name"]
 
 
-def test_an_optional_device_check_stays_skipped_across_passes(controller):
+def test_optional_device_check_stays_skipped(controller):
     conversion = body({"validation": {"device": {"enabled": True, "required": False}}})
     plan = plan_run(ConversionSpec.model_validate(conversion["spec"]),
                     job_settings=controller.config.job_settings())

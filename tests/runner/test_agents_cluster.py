@@ -272,3 +272,23 @@ def _lease_exists(leases: LeaseApi, name: str) -> bool:
     except NotFound:
         return False
     return True
+
+
+def test_agent_in_missing_namespace_exits_with_message(pool, tmp_path):
+    argv = [sys.executable, "-c", AGENT_ENTRY, "agent", "--kubeconfig",
+            str(pool.admin_kubeconfig), "--namespace", "no-such-pool", "--name", "lost",
+            "--backend", "mil-reference", "--workdir", str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "namespace no-such-pool not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_agent_outside_its_role_exits_with_hint(pool, tmp_path):
+    argv = [sys.executable, "-c", AGENT_ENTRY, "agent", "--kubeconfig",
+            str(pool.agent_kubeconfig), "--namespace", "default", "--name", "astray",
+            "--backend", "mil-reference", "--workdir", str(tmp_path)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "403 Forbidden: the ServiceAccount lacks a permission" in result.stderr
+    assert "Traceback" not in result.stderr

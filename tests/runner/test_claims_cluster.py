@@ -144,7 +144,7 @@ def test_released_claim_returns_to_pending_without_counting(pool, make_check):
         claim.finish(_outcome("runner-a"))
 
 
-def test_no_runner_available_until_a_matching_lease_is_live(pool, make_check):
+def test_no_runner_until_matching_lease(pool, make_check):
     checks = CheckApi(pool.client, pool.namespace)
     name = make_check(spec=device_spec(chip="m2"))
     evaluation = evaluate_check(pool.client, pool.namespace, name)

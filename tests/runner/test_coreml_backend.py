@@ -1,8 +1,8 @@
 """The coreml backend: what Linux can check of it, and a real prediction on macOS.
 
 Core ML predicts only on macOS. On Linux these tests check that the backend refuses to start
-and that inputs are shaped for Core ML from the model's own input description; the
-prediction itself runs only under `@pytest.mark.macos` on a Mac.
+and that inputs are shaped for Core ML from the model's own input description. The
+prediction itself runs only under `@pytest.mark.macos`, on a Mac.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def test_feed_reports_missing_input():
 
 @pytest.mark.macos
 @needs_macos
-def test_coreml_backend_predicts_tiny_model_on_every_compute_unit(tiny_model, tmp_path):
+def test_coreml_predicts_on_every_unit(tiny_model, tmp_path):
     import io
     import zipfile
 

@@ -1,6 +1,6 @@
 """Running one check with the mil-reference backend against the real S3 server.
 
-Each case is a check as a runner sees it: presigned URLs of the moto server on loopback, a
+Each case is a check as a runner gets it: presigned URLs of the moto server on loopback, a
 real converted package and samples, and the report PUT back through its presigned URL.
 """
 
@@ -62,7 +62,7 @@ def test_matching_check_succeeds_and_uploads_report(s3_store, tmp_path, tiny_mod
         assert secret not in report_text
 
 
-def test_outputs_beyond_tolerance_fail_with_tolerance_exceeded(s3_store, tmp_path, tiny_model):
+def test_outputs_beyond_tolerance_fail(s3_store, tmp_path, tiny_model):
     shifted = [{"y": sample["y"] + 1.0} for sample in tiny_model.outputs]
     objects = upload_check_objects(s3_store, "off", tiny_model.package_zip,
                                    tiny_model.samples_safetensors, write_samples(shifted))
@@ -76,8 +76,7 @@ def test_outputs_beyond_tolerance_fail_with_tolerance_exceeded(s3_store, tmp_pat
     assert _report(s3_store, objects.report)["reason"] == "ToleranceExceeded"
 
 
-def test_package_that_does_not_load_fails_with_package_load_failed(s3_store, tmp_path,
-                                                                   tiny_model):
+def test_unloadable_package_fails_check(s3_store, tmp_path, tiny_model):
     objects = upload_check_objects(s3_store, "broken", broken_package_zip(),
                                    tiny_model.samples_safetensors)
     outcome = _run(s3_store, tmp_path, objects, "broken")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -102,25 +103,31 @@ def test_wrong_expected_sha256_writes_nothing(store, tmp_path: Path) -> None:
 
 
 def test_update_json_loses_no_concurrent_update(store) -> None:
-    writers, increments = 6, 5
+    writers, entries = 8, 5
 
-    def increment(document):
-        document = document or {"count": 0}
-        document["count"] += 1
-        return document
+    def adding(entry: str):
+        def add(document):
+            document = document or {"entries": []}
+            if entry in document["entries"]:
+                return None
+            document["entries"].append(entry)
+            return document
 
-    def work() -> None:
-        for _ in range(increments):
-            store.update_json("m/index.json", increment)
+        return add
 
-    threads = [threading.Thread(target=work) for _ in range(writers)]
+    def work(writer: int) -> None:
+        for number in range(entries):
+            store.update_json("m/index.json", adding(f"{writer}-{number}"))
+
+    threads = [threading.Thread(target=work, args=(writer,)) for writer in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
 
-    stored = store.get_bytes("m/index.json")
-    assert b'"count": 30' in stored
+    stored = json.loads(store.get_bytes("m/index.json"))
+    expected = {f"{writer}-{number}" for writer in range(writers) for number in range(entries)}
+    assert sorted(stored["entries"]) == sorted(expected)
 
 
 def test_update_json_skips_write_when_unchanged(store) -> None:

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "modelconv.cli.run_commands",  # run, schema, stage
     "modelconv.cli.release_commands",  # verify, releases, promote
     "modelconv.cli.cluster_commands",  # operator, apply, crd
+    "modelconv.cli.apply_command",  # apply
     "modelconv.cli.runner_commands",  # agent, runners
 )
 

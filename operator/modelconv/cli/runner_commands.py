@@ -82,12 +82,13 @@ def _register_runners(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    from kubernetes.client.exceptions import ApiException
+
     from ..runner.agent import Agent
     from ..runner.backends import BackendUnavailable, backend_named
-    from ..runner.kube import api_client
+    from ..runner.kube import NotFound, api_client, describe_api_error
     from ..runner.lease import RunnerNameTaken
 
-    _configure_logging(args.log_format, getattr(args, "debug", False))
     try:
         settings = _agent_settings(args)
     except ValueError as error:
@@ -96,19 +97,29 @@ def run_agent(args: argparse.Namespace) -> int:
     backend = backend_named(args.backend)
     try:
         backend.prepare()
-        client = api_client(args.kubeconfig, args.context)
     except BackendUnavailable as error:
         print(f"modelconv agent: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    try:
+        client = api_client(args.kubeconfig, args.context)
     except Exception as error:  # kubeconfig errors come as several exception types
         print(f"modelconv agent: cannot load the kubeconfig: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    _configure_logging(args.log_format, getattr(args, "debug", False))
     agent = Agent(settings, client, backend)
     _install_signal_handlers(agent)
     try:
         return agent.run()
     except RunnerNameTaken as error:
         print(f"modelconv agent: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ApiException as error:
+        print(f"modelconv agent: registering runner {settings.name} in namespace "
+              f"{settings.namespace} failed: {describe_api_error(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    except NotFound:
+        print(f"modelconv agent: namespace {settings.namespace} not found: create it, or "
+              "check --namespace", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         client.close()
@@ -131,8 +142,8 @@ def _agent_settings(args: argparse.Namespace):
     if args.drain_seconds < 0:
         raise ValueError("--drain-seconds must not be negative")
     labels = {**detected_labels(), **parse_labels(args.labels)}
-    workdir = Path(args.workdir) if args.workdir else Path(
-        tempfile.mkdtemp(prefix=f"modelconv-agent-{name}-"))
+    # One folder per running check is created below it, and removed when the check ends.
+    workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"modelconv-agent-{name}")
     return AgentSettings(
         name=name, namespace=args.namespace, labels=labels, workdir=workdir,
         concurrency=args.concurrency, lease_seconds=args.lease_seconds,

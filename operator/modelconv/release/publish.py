@@ -100,10 +100,12 @@ def publish_release(
     if stored is None:
         # Digests come from the bytes as they are uploaded, so the manifest describes
         # exactly what was stored even if a local file changes meanwhile.
-        digests = {
+        stored_files = {
             name: _store_file(store, f"{folder}/{name}", Path(path), location)
             for name, path in sorted(files.items())
         }
+        _require_unchanged(store, folder, stored_files, location)
+        digests = {name: digest for name, (digest, _) in stored_files.items()}
         stored, created = _commit_manifest(store, model, version, digests, manifest, location)
     else:
         digests = {name: digest_file(Path(path)) for name, path in sorted(files.items())}
@@ -123,17 +125,17 @@ def publish_release(
     )
 
 
-def _store_file(store: Store, key: str, path: Path, location: str) -> Digest:
+def _store_file(store: Store, key: str, path: Path, location: str) -> tuple[Digest, str]:
     """Create `key` from `path`, or accept an existing object with the same bytes.
 
     Returns the digest of the file's bytes as uploaded (or as hashed, when the object
-    existed already).
+    existed already) and the ETag of the stored object.
     """
     existing = store.head(key)
     if existing is None:
         result = store.put_file(key, path, if_absent=True)
         if result.written:
-            return result.digest
+            return result.digest, result.etag
         digest = result.digest
         existing = store.head(key)  # Another publisher created it in between.
     else:
@@ -149,7 +151,26 @@ def _store_file(store: Store, key: str, path: Path, location: str) -> Digest:
             f"it is not published. Objects are never overwritten: publish a new version, or "
             f"delete {location}/ once no other publish of it is running, then retry",
         )
-    return digest
+    return digest, existing.etag
+
+
+def _require_unchanged(
+    store: Store, folder: str, stored_files: dict[str, tuple[Digest, str]], location: str
+) -> None:
+    """Raise VersionExists when an object changed after this publish stored or checked it.
+
+    S3 and the folder store never replace an object created if absent, so this finds
+    nothing there. It catches S3-compatible servers whose conditional writes are not
+    atomic, where two concurrent publishers can both believe they created a file.
+    """
+    for name, (_, etag) in stored_files.items():
+        current = store.head(f"{folder}/{name}")
+        if current is None or current.etag != etag:
+            raise ConversionError(
+                VERSION_EXISTS,
+                f"{store.url_of(f'{folder}/{name}')} was replaced while this publish ran: "
+                f"another publish of {location} is running; publish a new version",
+            )
 
 
 def _has_digest(store: Store, existing: ObjectInfo, digest: Digest) -> bool:
@@ -175,9 +196,11 @@ def _commit_manifest(
     document = build_manifest(model=model, version=version, files=digests, fields=fields)
     data = encode_json(document)
     result = store.put_bytes(f"{release_folder(model, version)}/{MANIFEST_FILE}", data)
-    if result.written:
-        return StoredManifest(document, result.digest.sha256), True
     stored = read_manifest(store, model, version)
+    # Read back even after a successful create: on a server whose conditional writes are
+    # not atomic, a concurrent publisher's manifest may have replaced this one.
+    if result.written and stored is not None and stored.sha256 == result.digest.sha256:
+        return stored, True
     if stored is None:
         raise ConversionError(
             INTEGRITY_FAILED,

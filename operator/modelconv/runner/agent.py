@@ -38,7 +38,7 @@ from .artifacts import http_session
 from .backends import Backend, CheckCancelled
 from .claims import CheckOutcome, Claim, ClaimLost, claim_check
 from .execution import CheckContext, execute_check
-from .kube import CheckApi, LeaseApi
+from .kube import CheckApi, LeaseApi, describe_api_error
 from .lease import RunnerLease, RunnerNameTaken
 from .pool import BACKEND_LABEL, lease_labels, unmet_requirements
 from .resource import PENDING, RUNNER_ERROR, CheckSpec, status_of, utc_now
@@ -209,7 +209,7 @@ class Agent:
                 if error.status == 410:
                     log.debug("watch of checks expired; listing again")
                     continue
-                failures = self._watch_failed(failures, f"API error {error.status} {error.reason}")
+                failures = self._watch_failed(failures, describe_api_error(error))
             # Connection resets, timeouts and DNS failures surface as several exception types
             # of urllib3 and the socket layer; all of them mean: reconnect after a pause.
             except Exception as error:
@@ -365,16 +365,20 @@ class Agent:
     # --- shutdown -----------------------------------------------------------------------
 
     def _drain(self) -> None:
-        deadline = self._drain_deadline or time.monotonic()
         with self._condition:
             if self._active:
                 log.info("draining: waiting up to %.0f s for %d running checks",
-                         max(0.0, deadline - time.monotonic()), len(self._active))
-            while self._active and time.monotonic() < deadline:
-                self._condition.wait(min(1.0, max(0.01, deadline - time.monotonic())))
+                         max(0.0, self._remaining_drain()), len(self._active))
+            # Re-read the deadline on every wake-up: a second signal moves it to now.
+            while self._active and self._remaining_drain() > 0:
+                self._condition.wait(min(1.0, max(0.01, self._remaining_drain())))
             remaining = list(self._active.values())
         for active in remaining:
             self._release(active)
+
+    def _remaining_drain(self) -> float:
+        deadline = self._drain_deadline if self._drain_deadline is not None else time.monotonic()
+        return deadline - time.monotonic()
 
     def _release(self, active: ActiveCheck) -> None:
         active.cancelled.set()

@@ -37,6 +37,23 @@ def quiet_client_loggers() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+# What an agent's operator should do about API errors that retrying does not fix.
+API_ERROR_HINTS = {
+    401: "the kubeconfig's credentials were rejected; issue a new token",
+    403: "the ServiceAccount lacks a permission; apply examples/macos/agent-rbac.yaml in the "
+         "pool namespace",
+    404: "the API server does not serve CoreMLChecks or the namespace does not exist; apply "
+         "crds/coremlcheck.yaml and check --namespace",
+}
+
+
+def describe_api_error(error) -> str:
+    """Return '<status> <reason>' of an ApiException, with a hint for 401, 403 and 404."""
+    text = f"{error.status} {error.reason}"
+    hint = API_ERROR_HINTS.get(error.status)
+    return f"{text}: {hint}" if hint else text
+
+
 def api_client(kubeconfig: Optional[str] = None, context: Optional[str] = None):
     """Return a kubernetes ApiClient from a kubeconfig, or in-cluster config without one."""
     from kubernetes import client, config

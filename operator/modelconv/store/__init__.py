@@ -70,11 +70,16 @@ class Digest:
 
 @dataclasses.dataclass(frozen=True)
 class PutResult:
-    """Outcome of a put: `written` is False when `if_absent` found the key taken."""
+    """Outcome of a put: `written` is False when `if_absent` found the key taken.
+
+    `etag` is the ETag of the object this put created (empty when nothing was written), so
+    a caller can later check with `head` that the object is still the one it wrote.
+    """
 
     key: str
     written: bool
     digest: Digest
+    etag: str = ""
 
 
 class Store(abc.ABC):
@@ -125,9 +130,10 @@ class Store(abc.ABC):
         """Replace a JSON document by `mutate(current)` without losing concurrent updates.
 
         `mutate` receives the current document (None when absent) and returns the new one,
-        or None to leave it unchanged. It may run several times when other writers change
-        the document in between, so it must not have side effects. Returns the document
-        as stored afterwards.
+        or None when the document needs no change. It must be idempotent and free of side
+        effects: it runs again after every write, until the stored document needs no
+        change. This read-back also repairs an update lost to a server whose conditional
+        writes are not atomic. Returns the document as stored afterwards.
         """
 
     def open_source(self, path: Path) -> BinaryIO:

@@ -64,13 +64,13 @@ class FolderStore(Store):
                     digest, written = self._write(target, _source_reader(source), sha256, if_absent)
             except SourceUnreadable as error:
                 raise error.__cause__  # A fault of the local file, not of the store.
-        return PutResult(key, written, digest)
+        return PutResult(key, written, digest, digest.sha256 if written else "")
 
     def put_bytes(self, key: str, data: bytes, *, if_absent: bool = True) -> PutResult:
         target = self._path(key)
         with self._errors(key):
             digest, written = self._write(target, io.BytesIO(data).read, None, if_absent)
-        return PutResult(key, written, digest)
+        return PutResult(key, written, digest, digest.sha256 if written else "")
 
     def _write(
         self, target: Path, read: Callable[[int], bytes], sha256: Optional[str], if_absent: bool

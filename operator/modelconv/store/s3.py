@@ -181,7 +181,7 @@ class S3Store(Store):
                 data = source.read()
                 _check_digest(self.url_of(key), digest_bytes(data), sha256)
                 return self._put_object(key, data, if_absent)
-            digest, written = upload_multipart(
+            digest, etag = upload_multipart(
                 self.client,
                 bucket=self.bucket,
                 key=s3_key,
@@ -192,7 +192,7 @@ class S3Store(Store):
                 sha256=sha256,
                 if_absent=if_absent,
             )
-        return PutResult(key, written, digest)
+        return PutResult(key, bool(etag), digest, etag)
 
     def put_bytes(self, key: str, data: bytes, *, if_absent: bool = True) -> PutResult:
         self._key(key)
@@ -203,12 +203,14 @@ class S3Store(Store):
         digest = digest_bytes(data)
         conditions = {"IfNoneMatch": "*"} if if_absent else {}
         try:
-            self.client.put_object(**self._put_arguments(key, data, digest), **conditions)
+            response = self.client.put_object(
+                **self._put_arguments(key, data, digest), **conditions
+            )
         except ClientError as error:
             if if_absent and error_code(error) == "PreconditionFailed":
                 return PutResult(key, False, digest)
             raise
-        return PutResult(key, True, digest)
+        return PutResult(key, True, digest, response["ETag"])
 
     def _put_arguments(self, key: str, data: bytes, digest: Digest) -> dict:
         checksum = base64.b64encode(bytes.fromhex(digest.sha256)).decode("ascii")
@@ -232,7 +234,7 @@ class S3Store(Store):
                 if updated is None or updated == current:
                     return current
                 if self._put_json_if_unchanged(key, updated, etag):
-                    return updated
+                    continue  # Read it back: the loop ends once no change is needed.
                 # Another writer changed the document since it was read: read it again.
                 log.debug("%s changed during an update; attempt %d", self.url_of(key), attempt + 1)
                 time.sleep(random.uniform(0, min(1.0, JSON_UPDATE_BACKOFF * 2**attempt)))

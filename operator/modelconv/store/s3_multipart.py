@@ -55,10 +55,10 @@ def upload_multipart(
     concurrency: int,
     sha256: Optional[str],
     if_absent: bool,
-) -> tuple[Digest, bool]:
-    """Upload `source` as `key`; return the digest of the bytes read and whether it was written.
+) -> tuple[Digest, str]:
+    """Upload `source` as `key`; return the digest of the bytes read and the new ETag.
 
-    With `if_absent`, an existing key is left as it is and the result is `(digest, False)`.
+    With `if_absent`, an existing key is left as it is and the ETag returned is empty.
     Raises `ConversionError(IntegrityFailed)` when the bytes do not match `sha256`, and
     botocore errors for the caller to classify. Every failure aborts the multipart upload.
     """
@@ -77,13 +77,13 @@ def upload_multipart(
                 f"s3://{bucket}/{key}: the file changed while it was uploaded (read sha256 "
                 f"{digest.sha256}, expected {sha256}); the upload was aborted",
             )
-        written = _complete(client, bucket, key, upload_id, parts, if_absent)
+        etag = _complete(client, bucket, key, upload_id, parts, if_absent)
     except BaseException:
         _abort(client, bucket, key, upload_id)
         raise
-    if not written:
+    if not etag:
         _abort(client, bucket, key, upload_id)
-    return digest, written
+    return digest, etag
 
 
 def _send_parts(
@@ -144,11 +144,11 @@ def _upload_part(
 
 def _complete(
     client: Any, bucket: str, key: str, upload_id: str, parts: list[dict], if_absent: bool
-) -> bool:
-    """Complete the upload; return False when `if_absent` found the key taken."""
+) -> str:
+    """Complete the upload and return the ETag; return "" when `if_absent` found the key taken."""
     conditions = {"IfNoneMatch": "*"} if if_absent else {}
     try:
-        client.complete_multipart_upload(
+        response = client.complete_multipart_upload(
             Bucket=bucket,
             Key=key,
             UploadId=upload_id,
@@ -157,9 +157,9 @@ def _complete(
         )
     except ClientError as error:
         if error_code(error) == "PreconditionFailed":
-            return False
+            return ""
         raise
-    return True
+    return response["ETag"]
 
 
 def _abort(client: Any, bucket: str, key: str, upload_id: str) -> None:

@@ -7,6 +7,7 @@ on this host, not a device, and its single result has no compute unit.
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 
@@ -29,6 +30,9 @@ class ReferenceBackend:
 
     def prepare(self) -> None:
         # Import both now, so the first check's load time measures loading the program only.
+        # coremltools warns at import that its native Core ML bindings are missing, which is
+        # expected off macOS and irrelevant to this backend.
+        logging.getLogger("coremltools").setLevel(logging.ERROR)
         try:
             import coremltools  # noqa: F401
             import modelconv.mil  # noqa: F401

@@ -1,0 +1,47 @@
+"""How the node agent maps container paths and $(VAR) references to a local process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testenv.pod_setup import expand, parse_image_command, path_rewriter
+
+MOUNTS = {
+    "/etc/modelconv": Path("/tmp/pod/volumes/spec"),
+    "/etc/modelconv/extra": Path("/tmp/pod/volumes/extra"),
+    "/dev/termination-log": Path("/tmp/pod/termination-log"),
+}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("/etc/modelconv/run.json", "/tmp/pod/volumes/spec/run.json"),
+    ("--run=/etc/modelconv/run.json", "--run=/tmp/pod/volumes/spec/run.json"),
+    ("/etc/modelconv", "/tmp/pod/volumes/spec"),
+    ("/etc/modelconv/extra/x", "/tmp/pod/volumes/extra/x"),
+    ("open('/dev/termination-log', 'w')", "open('/tmp/pod/termination-log', 'w')"),
+    ("/etc/modelconv2/run.json", "/etc/modelconv2/run.json"),
+    ("/opt/etc/modelconv/run.json", "/opt/etc/modelconv/run.json"),
+    ("/etc/modelconv.d", "/etc/modelconv.d"),
+    ("a:/etc/modelconv", "a:/tmp/pod/volumes/spec"),
+])
+def test_path_rewriter_replaces_mount_paths(text: str, expected: str) -> None:
+    assert path_rewriter(MOUNTS)(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("hello $(NAME)", "hello pod-a"),
+    ("$(NAME)-$(NAME)", "pod-a-pod-a"),
+    ("$$(NAME)", "$(NAME)"),
+    ("$(MISSING)", "$(MISSING)"),
+    ("$NAME", "$NAME"),
+])
+def test_expand_follows_kubelet_rules(text: str, expected: str) -> None:
+    assert expand(text, {"NAME": "pod-a"}) == expected
+
+
+def test_parse_image_command_splits_pattern() -> None:
+    assert parse_image_command("*stage*=python -m app") == ("*stage*", ["python", "-m", "app"])
+    with pytest.raises(ValueError, match="PATTERN=COMMAND"):
+        parse_image_command("no-separator")
