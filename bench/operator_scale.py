@@ -142,12 +142,15 @@ class Timings:
     def _watch(self, path: str, handle) -> None:
         version = self.api.get(path)["metadata"]["resourceVersion"]
         while not self.stop.is_set():
-            for event in self.api.watch(path, version, timeout_seconds=60):
-                if event["type"] == "BOOKMARK":
+            try:
+                for event in self.api.watch(path, version, timeout_seconds=60):
                     version = event["object"]["metadata"]["resourceVersion"]
-                    continue
-                version = event["object"]["metadata"]["resourceVersion"]
-                handle(event, time.monotonic())
+                    if event["type"] != "BOOKMARK":
+                        handle(event, time.monotonic())
+            except Exception:  # noqa: BLE001 - the cluster stops at the end of the run
+                if self.stop.is_set():
+                    return
+                raise
 
     def _job(self, event: dict, now: float) -> None:
         name = event["object"]["metadata"]["labels"].get("modelconv.io/conversion")
@@ -279,6 +282,7 @@ def main() -> int:
             elapsed = time.monotonic() - began
             figures = report(args.count, timings, proxy, peak_rss_mib(operator.pid),
                              elapsed, created)
+            timings.stop.set()
         finally:
             operator.terminate()
             operator.wait(60)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 
-# Exit code of a container whose command could not be started, as runc reports it.
+# Exit code of a container whose command could not be started, as containerd reports it.
 START_ERROR_EXIT_CODE = 128
 
 

@@ -226,7 +226,7 @@ class NodeAgent:
     def _write_status(self, pod: dict[str, Any], lifecycle: PodLifecycle) -> None:
         current = pod.get("status") or {}
         if current.get("phase") in ("Succeeded", "Failed"):
-            return  # A terminal phase is final; the API server refuses to change it.
+            return  # A terminal phase is final; the API server rejects changes to it.
         status = lifecycle.status(pod)
         if all(current.get(key) == value for key, value in status.items()):
             return

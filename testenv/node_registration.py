@@ -38,7 +38,7 @@ def _memory_kib() -> int:
 
 
 class NodeRegistration:
-    """Creates the Node, keeps it Ready and renews its Lease."""
+    """Registration of the agent's Node: creates it, keeps it Ready, renews its Lease."""
 
     def __init__(self, api: KubeAPI, node_name: str) -> None:
         self.api = api

@@ -30,8 +30,9 @@ from .spec import ModelConversion
 READY = "Ready"
 FAILED = "Failed"
 
-# status.metrics fields, as the progress display and the JUnit output name them.
-METRIC_LABELS = {"worstError": "max abs error", "cosine": "min cosine"}
+# status.metrics fields, as the progress display and the JUnit output name and format them
+# (cosine with six decimals, as the `modelconv run` summary shows it).
+METRIC_LABELS = {"worstError": ("max abs error", "{:.3g}"), "cosine": ("min cosine", "{:.6f}")}
 
 
 def _epoch(timestamp: Optional[str]) -> Optional[float]:
@@ -202,7 +203,8 @@ class StatusRun:
     def metrics_line(self) -> str:
         """Return the headline metrics as one line, or "" when the status has none."""
         metrics = self.headline_metrics()
-        figures = [f"{label} {metrics[key]:.3g}" for key, label in METRIC_LABELS.items()
+        figures = [f"{label} {form.format(metrics[key])}"
+                   for key, (label, form) in METRIC_LABELS.items()
                    if isinstance(metrics.get(key), (int, float))]
         return f"validation: {', '.join(figures)}" if figures else ""
 

@@ -172,7 +172,8 @@ def conversion(name: str, *, width: int = 8, version: str = "1.0.0", **spec: Any
             "inputs": [{"name": "x", "shape": [1, 4]}],
             "outputs": [{"name": "logits"}],
             "coreml": {"precision": "float32"},
-            "publish": {"model": "mlp", "version": version},
+            # Each resource publishes a model of its own name: versions are immutable.
+            "publish": {"model": name, "version": version},
         },
     }
     document["spec"].update(spec)
@@ -210,6 +211,8 @@ def wait_for_condition(api: KubeAPI, namespace: str, name: str, type_: str, stat
                 raise AssertionError(f"the operator exited with {process.popen.returncode}:\n"
                                      f"{process.log_text()[-3000:]}")
         found.update(get(api, namespace, name))
+        if type_ == "Ready" and status == "True" and condition(found, "Ready").get("status") == "False":
+            raise AssertionError(f"{name} failed: {found['status']}")
         return condition(found, type_).get("status") == status
 
     try:

@@ -83,7 +83,7 @@ def test_conversion_publishes_and_reuses_cache(kube_api, operators, s3_server):
     for type_ in ("Exported", "Converted", "Validated"):
         assert condition(copy, type_)["reason"] == "CacheHit", type_
     assert sorted(stage_jobs(kube_api, namespace, copy["metadata"]["uid"])) == ["publish"]
-    s3.head_object(Bucket=operators.bucket, Key="releases/mlp/2.0.0/manifest.json")
+    s3.head_object(Bucket=operators.bucket, Key="releases/mlp-copy/2.0.0/manifest.json")
 
     # Changing only the publish settings reruns only publish.
     kube_api.merge_patch(harness.conversions_path(namespace, "mlp"),

@@ -389,6 +389,28 @@ def test_leftover_file_with_same_bytes_is_kept(store, tmp_path: Path) -> None:
     assert verify_release(store, "mobilenet", "1.0.0").ok
 
 
+class RacedFolderStore(FolderStore):
+    """A folder store where another writer replaces `model.onnx` right after it is stored,
+    as happens on servers whose create-if-absent is not atomic."""
+
+    def put_file(self, key, path, **options):
+        result = super().put_file(key, path, **options)
+        if key.endswith("/model.onnx"):
+            (self.root / key).write_bytes(b"bytes of a concurrent publisher")
+        return result
+
+
+def test_object_replaced_during_publish_blocks_the_manifest(tmp_path: Path) -> None:
+    store = RacedFolderStore(tmp_path / "releases")
+
+    with pytest.raises(ConversionError) as failure:
+        publish(store, release_files(tmp_path / "files", seed=30))
+
+    assert failure.value.reason == VERSION_EXISTS
+    assert "model.onnx was replaced while this publish ran" in failure.value.message
+    assert read_manifest(store, "mobilenet", "1.0.0") is None
+
+
 # --- concurrency ------------------------------------------------------------------------
 
 

@@ -130,6 +130,38 @@ def test_update_json_loses_no_concurrent_update(store) -> None:
     assert sorted(stored["entries"]) == sorted(expected)
 
 
+class LostUpdateS3Store(S3Store):
+    """An S3 store whose first JSON write is lost: right after it, another writer's version
+    replaces it, as on servers whose conditional writes are not atomic."""
+
+    lost = False
+
+    def _put_json_if_unchanged(self, key, document, etag):
+        written = super()._put_json_if_unchanged(key, document, etag)
+        if written and not self.lost:
+            self.lost = True
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key),
+                                   Body=b'{"entries": ["other"]}')
+        return written
+
+
+def test_update_json_repairs_a_lost_update(s3_url) -> None:
+    store = LostUpdateS3Store.from_url(s3_url)
+
+    def add_mine(document):
+        document = document or {"entries": []}
+        if "mine" in document["entries"]:
+            return None
+        document["entries"].append("mine")
+        return document
+
+    result = store.update_json("m/index.json", add_mine)
+
+    assert store.lost
+    assert sorted(result["entries"]) == ["mine", "other"]
+    assert json.loads(store.get_bytes("m/index.json")) == result
+
+
 def test_update_json_skips_write_when_unchanged(store) -> None:
     store.update_json("doc.json", lambda current: {"a": 1})
     etag = store.head("doc.json").etag

@@ -56,6 +56,8 @@ class Controller:
         self.written: dict[str, dict] = {}
         self.config_maps_made: dict[str, str] = {}
         self.running_jobs: dict[str, int] = {}
+        # Jobs created by this process that the watch has not shown yet, with a deadline.
+        self.created_jobs: dict[str, float] = {}
         metrics.count_running_jobs(lambda: sum(self.running_jobs.values()))
 
     def forget(self, uid: str) -> None:

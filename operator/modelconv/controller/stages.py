@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import time
 from typing import Any, Callable, Optional
 
 from ..plan import CACHED_STAGES, PlannedStage, RunPlan
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # A stage in one of these states stays so for the rest of its run.
 FINAL_STATES = (st.SUCCEEDED, st.FAILED, st.SKIPPED)
+# Seconds a newly created Job may take to appear in the Job watch before the operator
+# creates it again (and normally gets 409, because it exists).
+WATCH_DELAY_SECONDS = 30.0
 
 
 @dataclasses.dataclass
@@ -79,7 +83,11 @@ async def _step(ctl, run: RunPass, stage: PlannedStage) -> dict:
     base.update(job=name, started=previous.get("started"), attempts=previous.get("attempts", 0))
     job = run.jobs.get(name)
     if job is not None and not job["deleting"]:
+        ctl.created_jobs.pop(name, None)
         return await _from_job(ctl, run, stage, job, base)
+    if ctl.created_jobs.get(name, 0.0) > time.monotonic():
+        # Created moments ago and not in the watch yet: creating it again would only get 409.
+        return {**base, "state": st.RUNNING, "attempts": max(1, base["attempts"] or 0)}
 
     if stage.name in CACHED_STAGES and stage.key:
         result = await ctl.results.result(run.store, stage.name, stage.key)
@@ -160,6 +168,7 @@ async def _start(ctl, run: RunPass, stage: PlannedStage, base: dict) -> dict:
             raise
         # Created before a restart, or by a replica that lost its lease: adopt it.
         log.debug("Job %s/%s exists already; adopting it", namespace, base["job"])
+    ctl.created_jobs[base["job"]] = time.monotonic() + WATCH_DELAY_SECONDS
     return {**base, "state": st.RUNNING, "attempts": max(1, base.get("attempts") or 0),
             "started": base.get("started") or run.timestamp}
 

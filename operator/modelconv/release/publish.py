@@ -20,7 +20,7 @@ Publishing again is safe:
   When a leftover file contains other bytes, the publish fails with VersionExists and
   overwrites nothing. Another publisher of the same version may be running right now,
   and a create-if-absent store offers no safe way to take a file over from it. The message
-  names the file and says how to clean up.
+  names the file and explains how to clean up.
 
 Failure classes: InvalidSpec (bad model, version or channel name), VersionExists and
 IntegrityFailed (permanent), AccessDenied (permanent), StoreUnavailable (transient

@@ -10,7 +10,8 @@ Both kinds follow the same rules:
 - `update_json` is a compare-and-swap loop (S3: ETag preconditions, folder: a lock), so
   concurrent writers of an index never lose each other's changes;
 - failures are `ConversionError`s: AccessDenied (permanent: fix credentials or policy),
-  StoreUnavailable (permanent for a missing bucket or folder, transient for network faults);
+  StoreUnavailable (permanent for a missing bucket or an unusable folder, transient for
+  network faults and a full disk);
 - `describe()` and every message name the store without credentials or query strings.
 """
 
@@ -206,12 +207,12 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     query = parts.query
     if query:
-        kept = [
+        kept_parameters = [
             (name, value)
             for name, value in parse_qsl(query, keep_blank_values=True)
             if not SECRET_QUERY_PARAMETERS.match(name)
         ]
-        query = urlencode(kept)
+        query = urlencode(kept_parameters)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
