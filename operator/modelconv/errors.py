@@ -20,6 +20,7 @@ STORE_UNAVAILABLE = "StoreUnavailable"
 ACCESS_DENIED = "AccessDenied"
 VERSION_EXISTS = "VersionExists"
 INTEGRITY_FAILED = "IntegrityFailed"
+RELEASE_NOT_FOUND = "ReleaseNotFound"
 
 # Exit codes of `modelconv run` and `modelconv stage`.
 EXIT_OK = 0

@@ -352,7 +352,7 @@ def run_commands(commands: list[Command], folder: Path, log: Path,
             _install(script, folder, tools)
             mapped.append(script)
             continue
-        if re.search(r"\bpip install\b|\bvenv\b", script):
+        if re.search(r"\bpip install\b|-m venv\b", script):
             raise RecipeError(f"{command.origin}: install line not in INSTALL_COMMANDS: "
                               f"{script!r}")
         with open(log, "a", encoding="utf-8") as out:

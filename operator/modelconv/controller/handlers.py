@@ -35,6 +35,8 @@ INDEX_CONVERSIONS = "conversions_by_uid"
 INDEX_JOBS = "jobs_by_conversion"
 INDEX_PODS = "pods_by_job"
 OWNED = {LABEL_MANAGED_BY: MANAGED_BY}
+# Kopf's finalizer on every ModelConversion (its timer needs one).
+FINALIZER = "modelconv.io/operator"
 
 
 def _conversion_view(body: Any) -> dict:
@@ -79,6 +81,11 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
         if type == "DELETED":
             ctl.forget(uid)
             return
+        if FINALIZER not in (body.get("metadata", {}).get("finalizers") or []):
+            # Kopf is adding its finalizer with a patch conditioned on this resourceVersion;
+            # a status write now would make that patch fail and be sent again. The object's
+            # next event, with the finalizer, starts the reconciliation.
+            return
         jobs = _jobs_of(kwargs[INDEX_JOBS], namespace, uid)
         await reconcile(ctl, _conversion_view(body), jobs,
                         _pods_of(kwargs[INDEX_PODS], namespace, jobs))
@@ -109,7 +116,7 @@ def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     """Return Kopf's settings for the operator."""
     settings = kopf.OperatorSettings()
     # Kopf's own marks on the objects carry this project's prefix.
-    settings.persistence.finalizer = "modelconv.io/operator"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelconv.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="modelconv.io", key="last-handled-configuration")

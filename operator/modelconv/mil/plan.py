@@ -110,6 +110,8 @@ class ExecutionPlan:
             blocks=tuple(self.compile_block(block) for block in node.blocks),
         )
         static, dynamic, tuples = self._split_inputs(node, implementation.params)
+        if implementation.prepare is not None:
+            static = implementation.prepare(context, static)
         upcast = implementation.fp16 == UPCAST and self.precision == dtypes.PROGRAM
         # coremltools infers the declared output shapes again when it loads a program, and
         # with symbolic input dimensions that inference is often wrong; so outputs are checked

@@ -40,6 +40,7 @@ class OpImplementation:
     params: frozenset[str]
     fp16: str
     runs_blocks: bool = False
+    prepare: Callable[..., dict] | None = None
 
 
 @dataclass
@@ -79,11 +80,14 @@ def register(
     params: tuple[str, ...] = (),
     fp16: str = NATIVE,
     runs_blocks: bool = False,
+    prepare: Callable[..., dict] | None = None,
 ) -> None:
     """Register `function` as the implementation of `op_type`; a second registration raises.
 
     A control-flow op (`runs_blocks=True`) also receives `env`, the environment its nested
-    blocks read outer vars from.
+    blocks read outer vars from. `prepare(ctx, inputs)`, when given, runs once when the
+    program is compiled, on the inputs known at that time, and returns them transformed (a
+    weight in the memory layout the kernel prefers, say); it must not modify its argument.
     """
     if fp16 not in (NATIVE, UPCAST):
         raise ValueError(f"fp16 must be {NATIVE!r} or {UPCAST!r}, got {fp16!r}")
@@ -94,15 +98,21 @@ def register(
             f"{existing.function.__module__}.{existing.function.__qualname__}"
         )
     _REGISTRY[op_type] = OpImplementation(
-        op_type, function, frozenset(params), fp16, runs_blocks
+        op_type, function, frozenset(params), fp16, runs_blocks, prepare
     )
 
 
-def op(op_type: str, params: tuple[str, ...] = (), fp16: str = NATIVE, runs_blocks=False):
+def op(
+    op_type: str,
+    params: tuple[str, ...] = (),
+    fp16: str = NATIVE,
+    runs_blocks: bool = False,
+    prepare: Callable[..., dict] | None = None,
+):
     """Decorate a function as the implementation of one MIL op type."""
 
     def decorate(function):
-        register(op_type, function, params, fp16, runs_blocks)
+        register(op_type, function, params, fp16, runs_blocks, prepare)
         return function
 
     return decorate

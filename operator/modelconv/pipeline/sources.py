@@ -131,7 +131,8 @@ def file_sha256(path: Path) -> str:
 def _download_s3(uri: str, directory: Path, field: str) -> Path:
     """Download one object with boto3's default credential chain.
 
-    AWS_ENDPOINT_URL, when set, points the client at another S3-compatible server.
+    MODELCONV_S3_ENDPOINT (or AWS_ENDPOINT_URL), when set, points the client at another
+    S3-compatible server, as it does for the release store.
     """
     import boto3
     import botocore.exceptions
@@ -139,7 +140,8 @@ def _download_s3(uri: str, directory: Path, field: str) -> Path:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / Path(key).name
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    endpoint = os.environ.get("MODELCONV_S3_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL")
+    client = boto3.client("s3", endpoint_url=endpoint or None)
     try:
         client.download_file(bucket, key, str(path))
     except botocore.exceptions.ClientError as error:

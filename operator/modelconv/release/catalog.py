@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from ..errors import INTEGRITY_FAILED, ConversionError
+from ..errors import INTEGRITY_FAILED, RELEASE_NOT_FOUND, ConversionError
 from ..store import ObjectNotFound, Store, decode_json
 from .manifest import (
     check_release_names,
@@ -30,8 +30,6 @@ INDEX_FILE = "index.json"
 CHANNELS_FOLDER = "channels"
 INDEX_API_VERSION = "modelconv.io/release-index/v1"
 CHANNEL_API_VERSION = "modelconv.io/channel/v1"
-# NOTE: a reason of its own until errors.py defines it; the CLI maps it to exit code 1.
-RELEASE_NOT_FOUND = "ReleaseNotFound"
 
 
 @dataclasses.dataclass(frozen=True)

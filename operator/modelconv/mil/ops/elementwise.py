@@ -83,7 +83,7 @@ for _op_type, _function in _UNARY.items():
 
 @op("clip", params=("alpha", "beta"))
 def clip(ctx, x, alpha, beta):
-    return torch.clamp(torch.clamp(x, min=alpha), max=beta)
+    return torch.clamp(x, min=alpha, max=beta)
 
 
 @op("threshold", params=("alpha",))
