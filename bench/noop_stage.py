@@ -1,4 +1,6 @@
-"""A stage that finishes at once, for bench/operator_scale.py: `noop_stage.py stage NAME --run FILE`.
+"""A stage that finishes at once, for bench/operator_scale.py.
+
+    python bench/noop_stage.py stage NAME --run FILE
 
 It follows the stage contract (docs/stage-contract.md) for a local folder store and does no
 work: it reads the run file, writes a successful result.json under

@@ -14,8 +14,10 @@ For each model, every round runs two fresh processes, in alternating order:
   (example tensors, dynamic shapes, Core ML input types, `convert_program`), so both sides
   convert the same program.
 
-It prints the median wall time of each side, their ratio (target: at most 1.15) and the peak
-resident memory of each process (from wait4). Usage:
+It prints, per side, the median wall time and CPU time (user + system, from wait4), the ratios
+(target: at most 1.15) and the peak resident memory of each process. On a machine shared with
+other work, wall times swing with the load; the CPU times and the ratio of the two runs of
+one round are the steadier figures. Usage:
 
     python bench/pipeline.py [--rounds 3] [--models mobilenet-v3-small,minilm]
 """
@@ -45,8 +47,11 @@ TARGET_RATIO = 1.15
 FIGURES_FILE = "figures.json"
 
 
-def run_measured(command: list[str], env: dict | None = None) -> tuple[float, int, str, str]:
-    """Run a command; return (wall seconds, peak RSS in MiB, stdout, stderr)."""
+def run_measured(command: list[str], env: dict | None = None):
+    """Run a command; return (wall seconds, CPU seconds, peak RSS in MiB, stdout, stderr).
+
+    CPU seconds are user plus system time of the process and its children (from wait4).
+    """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
@@ -58,28 +63,29 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[float, in
         stdout, stderr = out.read(), err.read()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} exited {process.returncode}:\n{stderr[-3000:]}")
-    return seconds, usage.ru_maxrss // 1024, stdout, stderr  # ru_maxrss is KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return seconds, cpu, usage.ru_maxrss // 1024, stdout, stderr  # ru_maxrss is KiB on Linux
 
 
-def cli_round(model: str, round_index: int, scratch: Path) -> tuple[float, int, dict]:
+def cli_round(model: str, round_index: int, scratch: Path):
     document = yaml.safe_load(MODELS[model].read_text())
     document["spec"]["publish"]["version"] = f"bench-{round_index}"
     spec_path = scratch / f"{model}-{round_index}.yaml"
     spec_path.write_text(yaml.safe_dump(document))
     store = scratch / f"store-{model}-{round_index}"
-    seconds, rss, stdout, _ = run_measured(
+    seconds, cpu, rss, stdout, _ = run_measured(
         [MODELCONV, "run", str(spec_path), "--store", str(store), "--output", "json"]
     )
-    return seconds, rss, json.loads(stdout)
+    return seconds, cpu, rss, json.loads(stdout)
 
 
-def library_round(model: str, rung: str, scratch: Path) -> tuple[float, int, dict]:
+def library_round(model: str, rung: str, scratch: Path):
     out = scratch / f"library-{model}"
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, __file__, "--library", str(MODELS[model]), "--rung", rung,
                "--out", str(out)]
-    seconds, rss, _, _ = run_measured(command)
-    return seconds, rss, json.loads((out / FIGURES_FILE).read_text())
+    seconds, cpu, rss, _, _ = run_measured(command)
+    return seconds, cpu, rss, json.loads((out / FIGURES_FILE).read_text())
 
 
 # --- the library side -----------------------------------------------------------------------
@@ -184,22 +190,28 @@ def main() -> int:
         return 0
 
     models = args.models.split(",")
-    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; {args.rounds} rounds")
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; {args.rounds} rounds;"
+          f" load average at start {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="modelconv-bench-") as scratch:
         rows = [measure(model, args.rounds, Path(scratch)) for model in models]
+    print(f"load average at end {os.getloadavg()[0]:.1f}")
     print()
-    print("| model | `modelconv run` median | library median | ratio | peak RSS run | peak RSS library |")
+    print("| model | wall: run / library (median) | wall ratio (median of rounds) |"
+          " CPU: run / library (median) | CPU ratio | peak RSS: run / library |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(
-            f"| {row['model']} | {row['cli']:.1f} s | {row['library']:.1f} s |"
-            f" {row['ratio']:.2f} | {row['cli_rss']} MiB | {row['library_rss']} MiB |"
+            f"| {row['model']} | {row['wall'][0]:.1f} s / {row['wall'][1]:.1f} s |"
+            f" {row['wall_ratio']:.2f} | {row['cpu'][0]:.1f} s / {row['cpu'][1]:.1f} s |"
+            f" {row['cpu_ratio']:.2f} | {row['rss'][0]} MiB / {row['rss'][1]} MiB |"
         )
+    print(f"target: ratio <= {TARGET_RATIO}")
     return 0
 
 
 def measure(model: str, rounds: int, scratch: Path) -> dict:
-    cli_times, library_times, cli_rss, library_rss = [], [], [], []
+    """Run interleaved rounds of both sides; return medians, ratios and peak memory."""
+    samples = {"cli": [], "library": []}  # (wall, cpu, rss) per round
     rung = None
     for index in range(rounds):
         # Alternate which side goes first, so neither always runs on a warmer file cache.
@@ -207,25 +219,33 @@ def measure(model: str, rounds: int, scratch: Path) -> dict:
         order = ("cli", "library") if index % 2 == 0 else ("library", "cli")
         for side in order:
             if side == "cli":
-                seconds, rss, document = cli_round(model, index, scratch)
+                seconds, cpu, rss, document = cli_round(model, index, scratch)
                 rung = rung or _rung(document)
-                cli_times.append(seconds)
-                cli_rss.append(rss)
                 stages = {stage["stage"]: stage for stage in document["stages"]}
-                timings = ", ".join(f"{name} {stage['duration_seconds']:.1f}s" for name, stage in stages.items())
-                print(f"{model} round {index} cli: {seconds:.1f}s, {rss} MiB ({timings})", flush=True)
-            else:
-                seconds, rss, figures = library_round(model, rung, scratch)
-                library_times.append(seconds)
-                library_rss.append(rss)
-                print(
-                    f"{model} round {index} library: {seconds:.1f}s, {rss} MiB (Core ML max abs"
-                    f" error {worst(figures, 'coreml', 'max_abs_error'):.3g})",
-                    flush=True,
+                detail = ", ".join(
+                    f"{name} {stage['duration_seconds']:.1f}s" for name, stage in stages.items()
                 )
-    cli, library = statistics.median(cli_times), statistics.median(library_times)
-    return {"model": model, "cli": cli, "library": library, "ratio": cli / library,
-            "cli_rss": max(cli_rss), "library_rss": max(library_rss)}
+            else:
+                seconds, cpu, rss, figures = library_round(model, rung, scratch)
+                detail = f"Core ML max abs error {worst(figures, 'coreml', 'max_abs_error'):.3g}"
+            samples[side].append((seconds, cpu, rss))
+            print(f"{model} round {index} {side}: {seconds:.1f}s wall, {cpu:.1f}s CPU, {rss} MiB"
+                  f" ({detail}); load {os.getloadavg()[0]:.1f}", flush=True)
+
+    def median(side: str, field: int) -> float:
+        return statistics.median(sample[field] for sample in samples[side])
+
+    paired = [cli[0] / library[0] for cli, library in zip(samples["cli"], samples["library"])]
+    return {
+        "model": model,
+        "wall": (median("cli", 0), median("library", 0)),
+        # Both sides of a round ran minutes apart at most, under similar load.
+        "wall_ratio": statistics.median(paired),
+        "cpu": (median("cli", 1), median("library", 1)),
+        "cpu_ratio": median("cli", 1) / median("library", 1),
+        "rss": (max(sample[2] for sample in samples["cli"]),
+                max(sample[2] for sample in samples["library"])),
+    }
 
 
 def _rung(document: dict) -> str:

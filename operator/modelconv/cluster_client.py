@@ -9,8 +9,8 @@ watch.
 
 Failure classes: every failure is a `ClusterError` with a CamelCase reason and an exit code.
 Bad input (no kubeconfig or context, a resource the API server rejects, missing rights, the
-CRD not installed) exits 2. While waiting, a transient failure (the API server unreachable, a
-5xx or 429 answer) is retried until the deadline.
+CRD not installed) exits 2. While waiting, a transient failure is retried until the deadline:
+the API server unreachable, or a 5xx or 429 response.
 
 Like the controller, this module never imports torch, onnx or coremltools.
 """
@@ -34,14 +34,14 @@ FIELD_MANAGER = "modelconv"
 RESOURCE = f"{PLURAL}.{API_GROUP}"
 REQUIRED_VERBS = "get, create, patch and watch"
 APPLY_PATCH = "application/apply-patch+yaml"
-# Seconds to connect and to wait for the answer of a single request (not a watch).
+# Seconds to connect, and to wait for the response of a single request (not a watch).
 REQUEST_TIMEOUT = (10, 60)
-# Longest watch request; the server ends it sooner when the deadline is closer.
+# Maximum seconds of one watch request. The server ends it sooner when the deadline is closer.
 WATCH_SECONDS = 60
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-# Reasons of the failures that this module raises; API failures use the Kubernetes
-# StatusReason of the answer (Invalid, Forbidden, NotFound, Conflict, ...).
+# Reasons of the failures that this module raises. API failures use the Kubernetes
+# StatusReason of the response (Invalid, Forbidden, NotFound, Conflict, ...).
 KUBECONFIG_NOT_FOUND = "KubeconfigNotFound"
 KUBECONFIG_INVALID = "KubeconfigInvalid"
 CONTEXT_NOT_FOUND = "ContextNotFound"
@@ -131,9 +131,9 @@ def connect(kubeconfig: Optional[str] = None, context: Optional[str] = None) -> 
         namespace = (SERVICE_ACCOUNT_DIR / "namespace").read_text().strip() or "default"
         return KubeTarget(client.ApiClient(configuration), "in-cluster", namespace)
     if not existing:
-        shown = ", ".join(str(path) for path in paths)
+        searched = ", ".join(str(path) for path in paths)
         raise ClusterError(KUBECONFIG_NOT_FOUND, (
-            f"no kubeconfig at {shown}: pass --kubeconfig PATH or set KUBECONFIG to the "
+            f"no kubeconfig at {searched}: pass --kubeconfig PATH or set KUBECONFIG to the "
             "cluster's kubeconfig"), EXIT_BAD_INPUT)
 
     contexts, current = _merged_contexts(existing)
@@ -181,8 +181,8 @@ class ConversionClient:
         """Create or update the resource by server-side apply; return the stored object."""
         name = document["metadata"]["name"]
         with _translated("apply", namespace, name):
-            # The raw answer: the generated client decodes a 200 answer only, and apply
-            # answers 201 when it creates the resource.
+            # The raw response, because the generated client decodes only a 200 response and
+            # apply returns 201 when it creates the resource.
             response = self.api.patch_namespaced_custom_object(
                 API_GROUP, VERSION, namespace, PLURAL, name, document,
                 field_manager=FIELD_MANAGER, force=force, field_validation="Strict",
@@ -255,21 +255,21 @@ def _first_line(error: BaseException) -> str:
 
 def _api_error(error: Any, action: str, namespace: str, name: str) -> ClusterError:
     try:
-        answer = json.loads(error.body or "{}")
+        status = json.loads(error.body or "{}")
     except (TypeError, ValueError):
-        answer = {}
-    if not isinstance(answer, dict) or not answer:
-        answer = {"code": error.status, "reason": error.reason or "", "message": error.reason}
-    return _status_error(answer, action, namespace, name)
+        status = {}
+    if not isinstance(status, dict) or not status:
+        status = {"code": error.status, "reason": error.reason or "", "message": error.reason}
+    return _status_error(status, action, namespace, name)
 
 
-def _status_error(answer: dict, action: str, namespace: str, name: str) -> ClusterError:
+def _status_error(status: dict, action: str, namespace: str, name: str) -> ClusterError:
     """Return the ClusterError of a Kubernetes Status object, with what to do about it."""
-    code = int(answer.get("code") or 0)
-    reason = answer.get("reason") or f"Http{code}"
-    message = answer.get("message") or reason
+    code = int(status.get("code") or 0)
+    reason = status.get("reason") or f"Http{code}"
+    message = status.get("message") or reason
     subject = f"{RESOURCE} {namespace}/{name}"
-    details = answer.get("details") or {}
+    details = status.get("details") or {}
     if code in (400, 422):
         text = f"the API server rejected {subject}: {message}"
     elif code == 401:
@@ -319,7 +319,7 @@ def follow(client: ConversionClient, namespace: str, name: str,
             body = client.get(namespace, name)
         except ClusterError as error:
             if error.status == 404:
-                raise _deleted(namespace, name) from None
+                raise deleted_error(namespace, name) from None
             if not error.transient:
                 raise
             delay = _pause(delay, deadline)
@@ -329,7 +329,7 @@ def follow(client: ConversionClient, namespace: str, name: str,
         try:
             for kind, item in _watch_until(client, namespace, name, version, deadline):
                 if kind == "DELETED":
-                    raise _deleted(namespace, name)
+                    raise deleted_error(namespace, name)
                 delay = RETRY_DELAY
                 yield item
             return
@@ -358,6 +358,7 @@ def _pause(delay: float, deadline: float) -> float:
     return min(delay * 2, MAX_RETRY_DELAY)
 
 
-def _deleted(namespace: str, name: str) -> ClusterError:
+def deleted_error(namespace: str, name: str) -> ClusterError:
+    """Return the failure of a resource deleted while `modelconv apply --wait` follows it."""
     return ClusterError(DELETED, (
         f"{RESOURCE} {namespace}/{name} was deleted while waiting for it to become Ready"))

@@ -2,9 +2,9 @@
 
 The operator writes one condition per planned stage and `Ready`, with the per-stage records in
 `status.stages` (see `modelconv.controller.status`). `StatusRun` turns successive statuses
-into the events of the `modelconv run` progress display (`modelconv.progress`), decides when
-the applied generation has succeeded or failed, and builds a `RunOutcome`, so the summary
-and the JUnit XML (`modelconv.pipeline.junit`) have the same shape in both modes.
+into the events of the `modelconv run` progress display (`modelconv.progress`). It decides
+when the applied generation has succeeded or failed, and builds a `RunOutcome`. So the
+summary and the JUnit XML (`modelconv.pipeline.junit`) have the same shape in both modes.
 
 The status carries no per-output validation figures, only the headline metrics (worst
 absolute error, lowest cosine). They go into the JUnit properties and the validate case's
@@ -143,11 +143,11 @@ class StatusRun:
     # --- the outcome ------------------------------------------------------------------------
 
     def ending_stage(self) -> str:
-        """Return the stage a failure, a timeout or a deletion belongs to.
+        """Return the stage that a failure, a timeout or a deletion belongs to.
 
-        That is the first planned stage that has not succeeded or been skipped; the first
-        stage when the operator stopped before any (an invalid spec, no store), and the last
-        when all of them are done.
+        That is the first planned stage that has not succeeded or been skipped. It is the
+        first stage when the operator stopped before any (an invalid spec, no store), and the
+        last one when all of them are done.
         """
         records = self._records() if self.current(self.body) else {}
         for stage in self.stages:
@@ -189,10 +189,10 @@ class StatusRun:
         if not release.get("location"):
             return None
         location = release["location"]
-        shown = {"location": location, "report": f"{location.rstrip('/')}/report.html"}
+        summary = {"location": location, "report": f"{location.rstrip('/')}/report.html"}
         if release.get("manifestDigest"):
-            shown["manifest_sha256"] = release["manifestDigest"].removeprefix("sha256:")
-        return shown
+            summary["manifest_sha256"] = release["manifestDigest"].removeprefix("sha256:")
+        return summary
 
     def headline_metrics(self) -> dict:
         """Return status.metrics (worstError, cosine) of the applied generation, or {}."""

@@ -85,7 +85,8 @@ CEL_RULES = {
     "spec.inputs[].shape[]": [_rule(
         # A string that misses the pattern is reported by the pattern check alone.
         "type(self) == int || !self.matches('^[0-9]+[.][.][0-9]+$')"
-        " || (int(self.split('..')[0]) >= 1 && int(self.split('..')[0]) < int(self.split('..')[1]))",
+        " || (int(self.split('..')[0]) >= 1"
+        " && int(self.split('..')[0]) < int(self.split('..')[1]))",
         'a ranged dimension "MIN..MAX" needs 1 <= MIN < MAX',
         messageExpression=(
             "'range \"' + string(self) + '\" needs 1 <= MIN < MAX, e.g. \"1..128\"'"
@@ -125,7 +126,9 @@ class _DefaultsFromFactories(GenerateJsonSchema):
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
             value = factory()
-            return value.model_dump(mode="json", by_alias=True) if isinstance(value, BaseModel) else value
+            if isinstance(value, BaseModel):
+                return value.model_dump(mode="json", by_alias=True)
+            return value
         return super().get_default_value(schema)
 
 

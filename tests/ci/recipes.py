@@ -247,6 +247,8 @@ def jenkins_pipeline(path: Path) -> JenkinsPipeline:
     check_balanced(text)
     if not re.match(r"\s*pipeline\s*\{", text):
         raise RecipeError("a declarative Jenkinsfile starts with `pipeline {`")
+
+    # Each stage's text runs to the next stage, the last one's to the `post` section.
     stage_matches = list(STAGE.finditer(text))
     post = text.find("post {")
     stages = []
@@ -263,6 +265,7 @@ def jenkins_pipeline(path: Path) -> JenkinsPipeline:
             credentials=CREDENTIAL_VARIABLE.findall(body),
             branch=branch.group(1) if branch else None,
         ))
+
     environment_block = ENVIRONMENT_BLOCK.search(text[:stage_matches[0].start()])
     environment = dict(ASSIGNMENT.findall(environment_block.group(1))) if environment_block else {}
     tail = text[post:]
@@ -325,7 +328,7 @@ def base_environment(home: Path, tools: dict[str, Path]) -> dict[str, str]:
 
 
 def _install(script: str, folder: Path, tools: dict[str, Path]) -> None:
-    """Do what INSTALL_COMMANDS says instead of running an install line."""
+    """Replace an install line by what INSTALL_COMMANDS lists for it."""
     if INSTALL_COMMANDS[script] == JENKINS_VENV:
         bin_dir = folder / ".venv" / "bin"
         bin_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """`modelconv apply` on bad input and bad endings: each has its own exit code and one line
-that says what happened and what to do, never a traceback.
+with what happened and what to do, never a traceback.
 
 Exit codes: 1 failed, deleted or unreachable; 2 invalid input (the file, the kubeconfig, a
 resource the API server rejects, missing rights); 3 timed out. The tests that need the API
@@ -152,7 +152,7 @@ def test_unreachable_api_server_exits_1(tmp_path):
     assert "cannot reach the API server" in error_line(result, 1, "ApiServerUnreachable")
 
 
-# --- the API server's answers ---------------------------------------------------------------
+# --- the API server's responses -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -220,8 +220,8 @@ def test_fields_of_another_manager_exit_2_until_forced(conversions, kube_api):
     kube_api.merge_patch(harness.conversions_path(conversions.namespace, "mlp"),
                          {"spec": {"publish": {"version": "2.0.0"}}})
 
-    refused = conversions.apply(file)
-    assert "--force-conflicts" in error_line(refused, 2, "Conflict")
+    conflicting = conversions.apply(file)
+    assert "--force-conflicts" in error_line(conflicting, 2, "Conflict")
     forced = conversions.apply(file, "--force-conflicts")
     assert forced.returncode == 0, forced.stderr
     stored = harness.get(kube_api, conversions.namespace, "mlp")
@@ -292,3 +292,50 @@ def test_deleted_while_waiting_exits_1(conversions, kube_api, finalizers):
     assert waiting.returncode == 1, stdout + stderr
     line = failed_line(stdout, stderr, "Deleted")
     assert "was deleted while waiting for it to become Ready" in line
+
+
+def test_debug_adds_the_stack_trace(tmp_path):
+    file = write(tmp_path / "mc.yaml", DOCUMENT)
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(tmp_path),
+           "KUBECONFIG": str(tmp_path / "absent")}
+    result = subprocess.run([str(VENV_BIN / "modelconv"), "--debug", "apply", str(file)],
+                            env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("modelconv: KubeconfigNotFound: ")
+
+
+def test_newer_generation_ready_ends_the_wait(conversions, kube_api):
+    path = harness.conversions_path(conversions.namespace, "mlp")
+    waiting = conversions.apply(conversions.file(), "--wait", "--timeout", "120s",
+                                background=True)
+    try:
+        wait_until(lambda: bool(kube_api.get(harness.conversions_path(conversions.namespace))
+                                ["items"]), 60, "the ModelConversion to be created")
+        # Someone applies generation 2, and the operator reports it Ready.
+        kube_api.merge_patch(path, {"spec": {"publish": {"version": "1.0.1"}}})
+        kube_api.merge_patch(f"{path}/status", {"status": ready_status(generation=2)})
+        stdout, stderr = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.communicate()
+
+    assert waiting.returncode == 0, stdout + stderr
+    assert "Published s3://bucket/releases/mlp/1.0.1" in stdout
+    assert "note: generation 2, applied after this one, is the one that became Ready" in stdout
+
+
+def ready_status(generation: int) -> dict:
+    """Return the status the operator writes when every stage of `generation` succeeded."""
+    from modelconv.controller import summary
+
+    names = ("export", "convert", "validate", "publish")
+    records = {name: {"state": "Succeeded", "cacheHit": True, "message": "cached"}
+               for name in names}
+    release = {"location": "s3://bucket/releases/mlp/1.0.1"}
+    conditions = summary.build_conditions([], names, records, release, generation=generation,
+                                          now="2026-12-04T10:00:00Z")
+    return {"observedGeneration": generation, "stage": "Done", "conditions": conditions,
+            "stages": records, "release": release}

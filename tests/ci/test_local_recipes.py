@@ -1,6 +1,6 @@
 """The local-mode job of each CI recipe, run command by command against this repository's
-modelconv: train the example model, `modelconv run`, and the files the CI system then keeps
-(the release, the report, the JUnit XML) are where the recipe says.
+modelconv: train the example model, `modelconv run`, then check that the files the CI system
+keeps (the release, the report, the JUnit XML) are where the recipe expects them.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def test_github_convert_workflow_runs(tmp_path, ci_tools):
     check_release_and_junit(folder, "modelconv-junit.xml")
     (upload,) = [step for step in github_steps(GITHUB_CONVERT)
                  if (step.uses or "").startswith("actions/upload-artifact@")]
-    kept = [path for path in upload.with_["path"].split() if (folder / path).exists()]
-    assert kept == ["release/"]
+    uploaded = [path for path in upload.with_["path"].split() if (folder / path).exists()]
+    assert uploaded == ["release/"]
 
 
 def test_gitlab_convert_job_runs(tmp_path, ci_tools):

@@ -173,10 +173,13 @@ def test_modelconv_commands_are_valid():
             args = parser.parse_args(argv)
             commands.setdefault(args.command, []).append(origin)
             if args.command == "apply":
-                assert args.wait and args.junit and args.timeout, origin
+                assert args.wait, origin
+                assert args.junit, origin
+                assert args.timeout, origin
             else:
                 assert args.command == "run", origin
-                assert args.junit and args.store, origin
+                assert args.junit, origin
+                assert args.store, origin
     assert len(commands["run"]) == 3
     assert len(commands["apply"]) == 3
 

@@ -154,7 +154,7 @@ def test_failed_stage_is_the_outcome_reason():
     assert outcome.release is None
 
 
-def test_ready_false_without_a_stage_fails_the_first_stage():
+def test_ready_false_fails_first_stage():
     run = status_run()
     conditions = summary.st.set_condition([], "Ready", "False", "StoreNotConfigured",
                                           "no store", generation=1, now=NOW)
@@ -178,7 +178,7 @@ def stage_cases(root: ElementTree.Element) -> dict[str, ElementTree.Element]:
             if case.get("classname") == "modelconv.stage"}
 
 
-def test_junit_of_a_ready_run_lists_stages_and_figures():
+def test_junit_lists_stages_and_figures():
     run = status_run()
     run.update(body(finished_records(), release=RELEASE, metrics=METRICS))
     root = junit_of(run, run.outcome())
@@ -196,7 +196,7 @@ def test_junit_of_a_ready_run_lists_stages_and_figures():
     assert properties["namespace"] == "team"
 
 
-def test_junit_of_a_failed_run_marks_later_stages_skipped():
+def test_junit_skips_stages_after_failure():
     run = status_run()
     records = {"export": {"state": "Failed", "job": "mlp-export", "attempts": 1,
                           "started": NOW, "finished": NOW, "reason": "SourceNotFound",
@@ -231,7 +231,7 @@ def test_junit_lists_a_failed_device_stage():
     assert root.find("testsuite").get("failures") == "1"
 
 
-def test_timeout_before_the_operator_observed_fails_the_first_stage():
+def test_early_timeout_fails_first_stage():
     run = status_run(generation=3)
     run.update(body({}, generation=3, observed=2))
     outcome = run.outcome(("Timeout", "not Ready within 30s"))

@@ -211,7 +211,8 @@ def wait_for_condition(api: KubeAPI, namespace: str, name: str, type_: str, stat
                 raise AssertionError(f"the operator exited with {process.popen.returncode}:\n"
                                      f"{process.log_text()[-3000:]}")
         found.update(get(api, namespace, name))
-        if type_ == "Ready" and status == "True" and condition(found, "Ready").get("status") == "False":
+        failed = condition(found, "Ready").get("status") == "False"
+        if (type_, status) == ("Ready", "True") and failed:
             raise AssertionError(f"{name} failed: {found['status']}")
         return condition(found, type_).get("status") == status
 

@@ -1,4 +1,4 @@
-"""The API server enforces the CRD's schema and CEL rules, with messages that tell the user what to fix.
+"""The API server enforces the CRD's schema and CEL rules, with messages naming the fix.
 
 Each invalid document is also rejected by the spec models (`modelconv run` and the stages),
 so the cluster and a local run agree on what is valid.

@@ -9,7 +9,8 @@ from modelconv.controller.leader import ACQUIRE, RENEW, WAIT, LeaderElector, Obs
 
 def lease(holder: str, renew: str = "t0", duration: int = 15) -> dict:
     return {"metadata": {"resourceVersion": "1"},
-            "spec": {"holderIdentity": holder, "renewTime": renew, "leaseDurationSeconds": duration}}
+            "spec": {"holderIdentity": holder, "renewTime": renew,
+                     "leaseDurationSeconds": duration}}
 
 
 def test_missing_lease_is_acquired():

@@ -128,6 +128,18 @@ def test_publish_stage_makes_the_release(cluster_run):
     assert [stage["stage"] for stage in report["stages"]] == ["export", "convert", "validate"]
 
 
+def test_publish_retry_after_release_succeeds(cluster_run):
+    # A Job that stopped after the manifest but before result.json is retried: the report
+    # must come out byte-identical, or the immutable version would refuse it.
+    store, run_file, _, folder = cluster_run
+    (cache(store, "publish") / "result.json").unlink()
+    process = run_stage("publish", run_file, folder / "retry.termination")
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads((cache(store, "publish") / "result.json").read_text())
+    assert result["succeeded"] is True
+    assert result["metrics"]["created"] is False
+
+
 def test_done_stage_rerun_is_cache_hit(cluster_run):
     store, run_file, _, folder = cluster_run
     before = (cache(store, "export") / "result.json").read_bytes()

@@ -25,7 +25,7 @@ from runner_fixtures import (
 )
 
 from modelconv.runner.artifacts import write_samples
-from modelconv.runner.checks import create_check, evaluate_check
+from modelconv.runner.checks import create_check, evaluate_check, live_runners
 from modelconv.runner.kube import CheckApi, LeaseApi
 from modelconv.runner.resource import status_of, utc_now
 
@@ -61,10 +61,14 @@ def test_several_agents_run_every_check_exactly_once(pool, s3_store, tiny_model,
     objects = upload_check_objects(s3_store, "many", tiny_model.package_zip,
                                    tiny_model.samples_safetensors)
     recorder = CheckEventRecorder(pool.client, pool.namespace)
-    names = [_create(pool, s3_store, objects, f"many{index:02d}") for index in range(24)]
     agents = [AgentProcess(pool, f"linux-{index}", tmp_path, concurrency=2)
               for index in range(3)]
     try:
+        # All agents are watching before the first check appears, so they all compete.
+        wait_for(lambda: len(live_runners(pool.client, pool.namespace)) == 3, 180,
+                 "the three agents to register")
+        names = [_create(pool, s3_store, objects, f"many{index:02d}", measured_runs=50)
+                 for index in range(24)]
         wait_for(lambda: _all_final(pool, names), 240, "all 24 checks to finish")
     finally:
         codes = [agent.stop() for agent in agents]

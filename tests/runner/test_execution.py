@@ -142,3 +142,33 @@ def test_reference_outputs_equal_executor_outputs(tiny_model, tmp_path):
     program = mil.load_program(tmp_path / "model.mlpackage")
     actual = mil.execute(program, tiny_model.inputs[0])["y"]
     np.testing.assert_allclose(actual, tiny_model.outputs[0]["y"], atol=1e-5)
+
+
+def test_reference_backend_is_safe_across_threads(tiny_model, tmp_path):
+    """An agent with concurrency > 1 runs several checks in threads of one process."""
+    import io
+    import zipfile
+
+    from modelconv.runner.backends import BackendRequest
+
+    zipfile.ZipFile(io.BytesIO(tiny_model.package_zip)).extractall(tmp_path)
+    backend = ReferenceBackend()
+    backend.prepare()
+    runs = []
+
+    def run_check() -> None:
+        for _ in range(5):
+            runs.append(backend.run(BackendRequest(
+                package=tmp_path / "model.mlpackage", samples=tiny_model.inputs,
+                compute_units=["cpuOnly"], warmup_runs=0, measured_runs=1, workdir=tmp_path)))
+
+    threads = [threading.Thread(target=run_check) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(runs) == 15
+    for run in runs:
+        unit = run.units[0]
+        assert unit.failure_reason is None, unit.failure_message
+        np.testing.assert_allclose(unit.outputs[0]["y"], tiny_model.outputs[0]["y"], atol=1e-5)

@@ -5,11 +5,15 @@ manager `modelconv`) in the current kube context. With `--wait`, the command fol
 resource's status with a watch and shows the operator's progress stage by stage, with the same
 display as `modelconv run`.
 
-Exit codes: 0 Ready for the applied generation (or applied, without --wait); 1 a stage failed,
-the resource was deleted while waiting, or the API server was unreachable; 2 bad input (an
-invalid file, a resource the API server rejects, no kubeconfig or context, missing rights);
-3 not Ready within --timeout; 130 interrupted. Each ending prints one line that says what
-happened and what to do; `modelconv --debug apply ...` adds the stack trace.
+Exit codes:
+- 0: Ready for the applied generation (or applied, without --wait);
+- 1: a stage failed, the resource was deleted while waiting, or the API server was unreachable;
+- 2: bad input (an invalid file, a resource the API server rejects, no kubeconfig or context,
+  missing rights);
+- 3: not Ready within --timeout;
+- 130: interrupted.
+Each ending prints one line with what happened and what to do, and
+`modelconv --debug apply ...` adds the stack trace.
 """
 
 from __future__ import annotations
@@ -142,10 +146,10 @@ def _apply(args: argparse.Namespace) -> int:
 
 def _check_options(args: argparse.Namespace) -> None:
     if not args.wait:
-        given = [option for option, value in (("--timeout", args.timeout),
-                                              ("--junit", args.junit)) if value]
-        if given:
-            raise ValueError(f"{' and '.join(given)} need --wait")
+        options = [option for option, value in (("--timeout", args.timeout),
+                                                ("--junit", args.junit)) if value]
+        if options:
+            raise ValueError(f"{' and '.join(options)} need --wait")
 
 
 def read_conversion(path: str):
@@ -195,40 +199,48 @@ def _observer():
 
 
 def _wait(args: argparse.Namespace, client, conversion, stored: dict, timeout: float) -> int:
-    from ..cluster_client import DELETED, ClusterError, follow
+    from ..cluster_client import TIMEOUT, ClusterError
     from ..cluster_report import FAILED, READY, StatusRun
 
-    metadata = stored["metadata"]
-    namespace, name, uid = metadata["namespace"], metadata["name"], metadata["uid"]
-    run = StatusRun(conversion, int(metadata.get("generation") or 1), _observer())
+    run = StatusRun(conversion, int(stored["metadata"].get("generation") or 1), _observer())
     run.body = stored
-    deadline = time.monotonic() + timeout
     verdict, ending, code = None, None, EXIT_OK
     try:
-        announced = False
-        for body in follow(client, namespace, name, deadline):
-            if (body.get("metadata") or {}).get("uid") != uid or \
-                    (body.get("metadata") or {}).get("deletionTimestamp"):
-                raise ClusterError(DELETED, (
-                    f"modelconversions.modelconv.io {namespace}/{name} was deleted while "
-                    "waiting for it to become Ready"))
-            verdict = run.update(body)
-            if not run.current(body) and not announced:
-                announced = True
-                print(f"waiting for the operator to observe generation {run.generation}",
-                      flush=True)
-            if verdict is not None:
-                break
+        verdict = _follow(client, run, stored["metadata"], time.monotonic() + timeout)
     except ClusterError as error:
         if args.debug:
             traceback.print_exception(error, file=sys.stderr)
         ending, code = (error.reason, error.message), error.exit_code
     if verdict is None and ending is None:
-        ending, code = (("Timeout", _timeout_message(run, args.timeout or DEFAULT_TIMEOUT)),
-                        EXIT_TIMEOUT)
+        ending = (TIMEOUT, _timeout_message(run, args.timeout or DEFAULT_TIMEOUT))
+        code = EXIT_TIMEOUT
     elif verdict == FAILED:
         ending, code = run.failure(), EXIT_FAILED
     return _finish(args, run, ending, code, verdict == READY)
+
+
+def _follow(client, run, metadata: dict, deadline: float) -> Optional[str]:
+    """Feed the resource's versions to `run` until it has a verdict; None at the deadline.
+
+    Raise `ClusterError` (reason Deleted) when the resource is deleted, is being deleted, or
+    was replaced by another one of the same name.
+    """
+    from ..cluster_client import deleted_error, follow
+
+    namespace, name = metadata["namespace"], metadata["name"]
+    announced = False
+    for body in follow(client, namespace, name, deadline):
+        current = body.get("metadata") or {}
+        if current.get("uid") != metadata["uid"] or current.get("deletionTimestamp"):
+            raise deleted_error(namespace, name)
+        verdict = run.update(body)
+        if verdict is not None:
+            return verdict
+        if not run.current(body) and not announced:
+            announced = True
+            print(f"waiting for the operator to observe generation {run.generation}",
+                  flush=True)
+    return None
 
 
 def _timeout_message(run, duration: str) -> str:

@@ -60,7 +60,8 @@ def register(subparsers) -> None:
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("cluster")
     group.add_argument("--kubeconfig", metavar="FILE",
-                       help="kubeconfig to use (default: in-cluster ServiceAccount, else KUBECONFIG)")
+                       help="kubeconfig to use (default: in-cluster ServiceAccount, else "
+                            "KUBECONFIG)")
     group.add_argument("--namespace", dest="namespaces", action="append", default=[],
                        metavar="NAMESPACE",
                        help="watch this namespace (repeatable; default: all namespaces)")
@@ -101,7 +102,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                        help="extra environment variable of every stage container (repeatable; "
                             "never a secret)")
     group.add_argument("--backoff-limit", type=int, default=2, metavar="N",
-                       help="pod retries of a stage after transient failures (default: %(default)s)")
+                       help="pod retries of a stage after transient failures "
+                            "(default: %(default)s)")
     group.add_argument("--active-deadline", type=int, default=3600, metavar="SECONDS",
                        help="seconds a stage Job may run (default: %(default)s)")
     group.add_argument("--train-deadline", type=int, default=86400, metavar="SECONDS",

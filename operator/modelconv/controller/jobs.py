@@ -265,7 +265,8 @@ def stage_job(conversion: ConversionRef, plan: RunPlan, stage: PlannedStage,
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    volumes = [{"name": "run", "configMap": {"name": run_config_map_name(conversion, plan.run_hash)}}]
+    config_map = run_config_map_name(conversion, plan.run_hash)
+    volumes = [{"name": "run", "configMap": {"name": config_map}}]
     override = spec.stages.get(stage.name)
     return _job(
         conversion, plan, stage, _pod_spec(container, volumes),

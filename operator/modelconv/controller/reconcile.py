@@ -268,7 +268,8 @@ def _count(metrics: OperatorMetrics, previous: dict, status: dict) -> None:
                 metrics.stage_duration.labels(name, record["state"].lower()).observe(seconds)
     ready_before = st.find_condition(previous.get("conditions") or [], st.READY) or {}
     ready = st.find_condition(status.get("conditions") or [], st.READY) or {}
-    if ready.get("status") != ready_before.get("status") and ready.get("status") in ("True", "False"):
+    finished = ready.get("status") in ("True", "False")
+    if finished and ready.get("status") != ready_before.get("status"):
         metrics.conversions.labels("succeeded" if ready["status"] == "True" else "failed").inc()
 
 

@@ -34,7 +34,8 @@ def stage_condition(name: str, record: Optional[dict], waiting_for: str) -> tupl
             return "True", st.REASON_CACHE_HIT, (
                 f"result reused from the store cache (key {record.get('key', '')[:12]}), no "
                 f"Job ran: {message}".rstrip(": "))
-        return "True", st.REASON_SUCCEEDED, f"Job {record.get('job')} succeeded: {message}".rstrip(": ")
+        detail = f"Job {record.get('job')} succeeded: {message}"
+        return "True", st.REASON_SUCCEEDED, detail.rstrip(": ")
     if state == st.SKIPPED:
         return "False", record.get("reason") or st.REASON_SKIPPED, message
     if state == st.FAILED:
@@ -66,7 +67,8 @@ def ready_condition(names: tuple[str, ...], records: dict,
         reason = record.get("reason") or st.REASON_STAGE_FAILED
         return "False", reason, f"stage {stage} failed: {record.get('message') or reason}"
     if record.get("state") == st.RUNNING:
-        return "Unknown", st.REASON_IN_PROGRESS, f"stage {stage} is running (Job {record.get('job')})"
+        detail = f"stage {stage} is running (Job {record.get('job')})"
+        return "Unknown", st.REASON_IN_PROGRESS, detail
     return "Unknown", st.REASON_IN_PROGRESS, f"stage {stage} is next"
 
 

@@ -98,20 +98,24 @@ def run_publish(context: StageContext) -> StageResult:
         stage="publish",
         succeeded=True,
         message=f"published {location}",
-        artifacts={REPORT_JSON: report_json, REPORT_HTML: report_html, PACKAGE_ZIP: package_zip},
-        metrics=release_metrics(published, location, store),
+        # The package is in the release already; a stage cache needs only the reports.
+        artifacts={REPORT_JSON: report_json, REPORT_HTML: report_html},
+        metrics=release_metrics(published, location),
     )
 
 
-def release_metrics(published, location: str, store) -> dict:
-    """Return the publish stage's metrics: where the release is and what it holds."""
-    metrics = {"location": location, "report": f"{location}/{REPORT_HTML}",
-               "manifest": f"{location}/manifest.json"}
-    for name in ("files", "channels", "manifest_sha256", "created"):
-        value = getattr(published, name, None)
-        if value is not None:
-            metrics[name] = value if not isinstance(value, tuple) else list(value)
-    return metrics
+def release_metrics(published, location: str) -> dict:
+    """Return the publish stage's metrics: where the release is and what it contains."""
+    return {
+        "location": location,
+        "report": f"{location}/{REPORT_HTML}",
+        "manifest": f"{location}/manifest.json",
+        "manifest_sha256": published.manifest_sha256,
+        # False when the same bytes had been published before (a retried publish).
+        "created": published.created,
+        "channels": list(published.channels),
+        "files": published.manifest.get("files", {}),
+    }
 
 
 # --- the manifest ---------------------------------------------------------------------------

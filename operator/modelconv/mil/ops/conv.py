@@ -53,16 +53,12 @@ def _spatial_defaults(x, strides, dilations):
 
 
 def _prepare_conv(ctx, inputs: dict) -> dict:
-    """Cast constant weights to the output dtype once, 2-D ones into channels-last layout."""
+    """Cast constant weights (iOS 17 allows another dtype than x) to the output dtype once."""
     prepared = dict(inputs)
-    dtype = ctx.output_dtypes[0]
     for name in ("weight", "bias"):
         value = prepared.get(name)
         if isinstance(value, torch.Tensor):
-            prepared[name] = value.to(dtype)
-    weight = prepared.get("weight")
-    if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-        prepared["weight"] = weight.contiguous(memory_format=torch.channels_last)
+            prepared[name] = value.to(ctx.output_dtypes[0])
     return prepared
 
 
@@ -78,10 +74,6 @@ def conv(ctx, x, weight, bias=None, strides=None, pad_type="valid", pad=None, di
     )
     weight = weight.to(x.dtype)
     bias = None if bias is None else bias.to(x.dtype)
-    if rank == 2:
-        # torch's CPU convolutions run faster on channels-last tensors; the values are the
-        # same, and the ops that follow keep or accept that layout.
-        x = x.contiguous(memory_format=torch.channels_last)
     if all(before == after for before, after in pairs):
         padding = [before for before, _ in pairs]
     else:

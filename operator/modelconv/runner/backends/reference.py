@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import threading
 import time
 
 from ..resource import MIL_REFERENCE, PREDICTION_FAILED
@@ -21,6 +22,12 @@ from . import (
     elapsed_ms,
     measure_latencies,
 )
+
+
+# The executor's program loader goes through coremltools' MIL builder, which keeps global
+# state: two threads loading at once produced programs without outputs. So an agent runs one
+# reference check at a time, whatever its concurrency.
+_EXECUTOR_LOCK = threading.Lock()
 
 
 class ReferenceBackend:
@@ -43,6 +50,10 @@ class ReferenceBackend:
             ) from None
 
     def run(self, request: BackendRequest) -> BackendRun:
+        with _EXECUTOR_LOCK:
+            return self._run(request)
+
+    def _run(self, request: BackendRequest) -> BackendRun:
         from modelconv import mil
 
         started = time.perf_counter()

@@ -1,0 +1,57 @@
+"""Options of `modelconv operator` and `modelconv crd` (modelconv.cli.cluster_commands)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from modelconv.cli import build_parser
+from modelconv.cli.cluster_commands import operator_config
+
+MODELCONV = str(Path(sys.executable).parent / "modelconv")
+
+
+def config_of(*argv: str):
+    return operator_config(build_parser().parse_args(["operator", *argv]))
+
+
+def test_defaults_watch_all_namespaces():
+    config = config_of()
+    assert config.namespaces == ()
+    assert config.stage_command == ("modelconv",)
+    assert config.backoff_limit == 2
+    assert config.lease_duration_seconds == 15.0
+
+
+def test_options_become_the_operator_config():
+    config = config_of("--namespace", "a", "--namespace", "b", "--store", "s3://bucket/p",
+                       "--store-secret", "s3", "--stage-env", "A=1", "--stage-env", "B=x=y",
+                       "--stage-command", "python /opt/stage.py", "--backoff-limit", "0",
+                       "--lease-namespace", "ops")
+    assert config.namespaces == ("a", "b")
+    assert config.store == "s3://bucket/p"
+    assert config.stage_env == (("A", "1"), ("B", "x=y"))
+    assert config.stage_command == ("python", "/opt/stage.py")
+    assert config.backoff_limit == 0
+    assert config.lease_namespace == "ops"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stage-env", "NOVALUE"], "expected NAME=VALUE"),
+    (["--lease-duration", "5", "--renew-deadline", "10"], "--retry-period < --renew-deadline"),
+    (["--stage-command", ""], "must not be empty"),
+])
+def test_invalid_options_are_rejected(argv, message):
+    with pytest.raises(ValueError, match=message):
+        config_of(*argv)
+
+
+def test_invalid_options_exit_with_code_2_and_a_message():
+    result = subprocess.run([MODELCONV, "operator", "--stage-env", "oops"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--stage-env 'oops': expected NAME=VALUE" in result.stderr
+    assert "Traceback" not in result.stderr
