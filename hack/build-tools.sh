@@ -22,7 +22,6 @@ CACHE_DIR=${MODELCONV_CACHE:-$HOME/.cache/modelconv}
 BIN_DIR=$CACHE_DIR/bin
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
-export GOPROXY=${GOPROXY:-https://proxy.golang.org}
 export CGO_ENABLED=0
 
 log() { printf '[build-tools] %s\n' "$*" >&2; }

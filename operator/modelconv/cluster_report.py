@@ -223,7 +223,6 @@ class StatusRun:
 
         tree = junit.junit_document(outcome)
         suite = tree.getroot().find("testsuite")
-        self._add_missing_stages(suite, outcome)
         for case in suite.findall("testcase"):
             if case.get("classname") == f"{junit.SUITE_NAME}.stage":
                 self._add_stage_output(case)
@@ -236,23 +235,6 @@ class StatusRun:
         ElementTree.indent(tree)
         path.parent.mkdir(parents=True, exist_ok=True)
         tree.write(path, encoding="utf-8", xml_declaration=True)
-
-    def _add_missing_stages(self, suite, outcome) -> None:
-        # NOTE: `junit_document` lists the stages of a local run only, so train and device
-        # results of a cluster run are added here, in the same form.
-        from .pipeline import junit
-
-        listed = {case.get("name") for case in suite.findall("testcase")
-                  if case.get("classname") == f"{junit.SUITE_NAME}.stage"}
-        for result in outcome.results:
-            if result.stage in listed:
-                continue
-            case = ElementTree.SubElement(suite, "testcase", classname=f"{junit.SUITE_NAME}.stage",
-                                          name=result.stage, time=f"{result.duration_seconds:.3f}")
-            if not result.succeeded:
-                failure = ElementTree.SubElement(case, "failure", type=result.reason,
-                                                 message=f"{result.reason}: {result.message}")
-                failure.text = result.message
 
     def _add_stage_output(self, case) -> None:
         stage = case.get("name")

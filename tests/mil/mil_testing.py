@@ -25,7 +25,7 @@ from coremltools.converters.mil.mil import Function, Program, types  # noqa: E40
 from modelconv.mil import execute, load_program  # noqa: E402
 
 # ct.convert calls gc.collect(), which scans every object torch and coremltools created and
-# takes about half a second per conversion; frozen objects are skipped by the collector.
+# took about half a second per conversion here. The collector skips frozen objects.
 gc.freeze()
 
 IOS15, IOS16, IOS17, IOS18 = ct.target.iOS15, ct.target.iOS16, ct.target.iOS17, ct.target.iOS18
@@ -79,8 +79,8 @@ def run_ops(tmp_path, build, feeds: dict, opset=IOS15, precision="program", spec
 
 
 def run_fp16(tmp_path, build, feeds: dict, opset=IOS15, precision="program"):
-    """Like `run_ops`, with every fp32 input cast to fp16 before `build` sees it and every
-    output cast back to fp32, the way the converter wraps an fp16 program."""
+    """Like `run_ops`, with every fp32 input cast to fp16 before `build` receives it and
+    every output cast back to fp32, the way the converter wraps an fp16 program."""
 
     def wrapped(**inputs):
         cast = {

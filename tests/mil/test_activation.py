@@ -72,7 +72,7 @@ def test_softmax_normalizes_along_axis(tmp_path, axis):
     np.testing.assert_allclose(result, shifted / shifted.sum(axis=axis, keepdims=True), rtol=1e-5)
 
 
-def test_softmax_of_a_row_of_minus_infinity_is_nan(tmp_path):
+def test_softmax_masked_row_is_nan(tmp_path):
     x = np.array([[0.0, 1.0], [-np.inf, -np.inf]], dtype=np.float32)
     (result,) = run_ops(tmp_path, lambda x: mb.softmax(x=x, axis=-1), {"x": x})
     assert np.isnan(result[1]).all()

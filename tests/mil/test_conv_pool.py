@@ -182,7 +182,7 @@ def test_max_pool_ignores_padding(tmp_path, kernel, strides, pad_type, pad):
     np.testing.assert_allclose(result, expected, rtol=1e-6)
 
 
-def test_l2_pool_takes_the_root_of_the_window_square_sum(tmp_path):
+def test_l2_pool_matches_window_norm(tmp_path):
     x = random((1, 2, 6, 6), seed=25)
     (result,) = run_ops(
         tmp_path,

@@ -35,6 +35,7 @@ def test_loaded_program_describes_itself(scaled_program):
     assert scaled_program.input_names == ["x", "ids"]
     assert scaled_program.output_names == ["scaled", "next"]
     assert {"cast", "mul", "add", "const"} <= scaled_program.op_types
+    assert scaled_program.unsupported_op_types == set()
     assert scaled_program.ops == 4
     assert scaled_program.is_fp16
 
@@ -89,7 +90,7 @@ def test_missing_package_is_a_load_error(tmp_path):
         load_program(tmp_path / "absent.mlpackage")
 
 
-def test_folder_that_is_not_a_package_is_a_load_error(tmp_path):
+def test_plain_folder_is_load_error(tmp_path):
     with pytest.raises(ProgramLoadError, match="not an .mlpackage"):
         load_program(tmp_path)
 
@@ -110,6 +111,7 @@ def test_unsupported_op_names_the_op_type_and_name(tmp_path):
     )
     loaded = load_program(save_program(tmp_path, program))
     assert "random_uniform" in loaded.op_types
+    assert loaded.unsupported_op_types == {"random_uniform"}
     with pytest.raises(UnsupportedOp) as raised:
         execute(loaded, {"x": np.zeros(2, np.float32)})
     assert raised.value.op_type == "random_uniform"
@@ -142,7 +144,7 @@ def _ranged_program(tmp_path):
     return load_program(save_program(tmp_path, program, inputs=inputs))
 
 
-def test_ranged_input_takes_the_size_of_the_given_array(tmp_path):
+def test_ranged_input_takes_array_size(tmp_path):
     program = _ranged_program(tmp_path)
     assert program.inputs["x"].ranges[1] == (2, 16)
     for length in (2, 7, 16):
@@ -182,7 +184,7 @@ def test_empty_dimension_flows_through_ops(tmp_path):
 
 
 def test_declared_shape_that_contradicts_the_op_is_recorded(tmp_path):
-    # coremltools 9.0 declares (1, 3) for matmul of a (4,) vector and a (2, 4, 3) stack; by
+    # coremltools 9.0 declares (1, 3) for matmul of a (4,) vector and a (2, 4, 3) stack. By
     # the op definition the result is (2, 3), which the executor computes and reports.
     y = random((2, 4, 3), seed=212)
     program = build_program(lambda x, y: mb.matmul(x=x, y=y, name="product"),
@@ -205,3 +207,15 @@ def test_fp16_inputs_of_ios16_programs(tmp_path):
     (result32,) = execute(loaded, {"x": x}, precision="fp32").values()
     assert result32.dtype == np.float32
     assert result32[1] == 2049.0
+
+
+def test_documented_op_list_matches_the_registry():
+    from pathlib import Path
+
+    from modelconv.mil.oplist import op_table, replace_table
+
+    document = (Path(__file__).resolve().parents[2] / "docs" / "mil-executor.md").read_text()
+    assert replace_table(document, op_table()) == document, (
+        "docs/mil-executor.md is out of date; run python -m modelconv.mil.oplist --write "
+        "docs/mil-executor.md"
+    )

@@ -10,7 +10,7 @@ from mil_reference import linear_interpolate, sampling_grid
 from mil_testing import IOS15, IOS16, IOS17, mb, random, run_fp16, run_ops
 
 
-def test_documented_grid_points_for_two_inputs_and_five_outputs():
+def test_reference_grid_matches_documentation():
     # The op documentation lists these grids for Xin = 2, Xout = 5; the test reference must
     # reproduce them before it can judge the executor.
     assert np.allclose(sampling_grid("UNALIGN_CORNERS", 2, 5).clip(0, 1), [0, 0.1, 0.5, 0.9, 1])
@@ -104,7 +104,7 @@ def test_resize_reproduces_the_coremltools_reference_outputs(tmp_path):
     np.testing.assert_allclose(linear.reshape(-1), [0, 0.4, 0.8, 1, 1], rtol=1e-6)
 
 
-def test_resize_to_a_shape_computed_at_run_time_with_zero_keeping_a_size(tmp_path):
+def test_resize_to_runtime_shape_with_zero(tmp_path):
     x = random((1, 2, 3, 4), seed=134)
     target = np.array([0, 6], dtype=np.int32)
     (result,) = run_ops(
@@ -125,7 +125,7 @@ def test_crop_cuts_the_spatial_borders(tmp_path):
     np.testing.assert_array_equal(result.reshape(-1), [1, 2, 5, 6, 9, 10])
 
 
-def test_crop_resize_samples_boxes_on_the_align_corners_grid(tmp_path):
+def test_crop_resize_align_corners_grid(tmp_path):
     x = random((2, 1, 5, 6), seed=135)
     boxes = np.array([[0.0, 0.0, 1.0, 1.0], [0.2, 0.1, 0.6, 0.9]], dtype=np.float32)
     box_indices = np.array([1, 0], dtype=np.int32)
@@ -178,8 +178,10 @@ def test_resample_bilinear_pads_as_configured(tmp_path, padding_mode):
             column, row = coordinates[0, i, j].astype(np.float64)
             r0, c0 = math.floor(row), math.floor(column)
             fr, fc = row - r0, column - c0
-            expected[i, j] = ((1 - fr) * (1 - fc) * value(r0, c0) + (1 - fr) * fc * value(r0, c0 + 1)
-                              + fr * (1 - fc) * value(r0 + 1, c0) + fr * fc * value(r0 + 1, c0 + 1))
+            expected[i, j] = (
+                (1 - fr) * (1 - fc) * value(r0, c0) + (1 - fr) * fc * value(r0, c0 + 1)
+                + fr * (1 - fc) * value(r0 + 1, c0) + fr * fc * value(r0 + 1, c0 + 1)
+            )
     np.testing.assert_allclose(result[0, 0], expected, rtol=1e-5, atol=1e-6)
 
 

@@ -12,7 +12,8 @@ def test_linear_applies_weight_transpose_and_bias(tmp_path, shape):
     x = random(shape, seed=30)
     weight, bias = random((4, 5), seed=31), random((4,), seed=32)
     with_bias, without_bias = run_ops(
-        tmp_path, lambda x: [mb.linear(x=x, weight=weight, bias=bias), mb.linear(x=x, weight=weight)],
+        tmp_path,
+        lambda x: [mb.linear(x=x, weight=weight, bias=bias), mb.linear(x=x, weight=weight)],
         {"x": x},
     )
     np.testing.assert_allclose(with_bias, x @ weight.T + bias, rtol=1e-5, atol=1e-6)

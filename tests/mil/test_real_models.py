@@ -112,7 +112,7 @@ def test_minilm_fp16_embeddings_match_pytorch_at_any_length(minilm, length):
     assert np.abs(widened - reference).max() < 1e-3
 
 
-def test_silero_vad_program_agrees_with_the_packaged_torchscript_model(silero):
+def test_silero_vad_matches_torchscript(silero):
     model, program = silero
     scripted = torch.jit.load(str(zoo.package_dir("silero_vad") / "data" / "silero_vad.jit"),
                               map_location="cpu")

@@ -50,7 +50,7 @@ def test_lstm_runs_one_direction(tmp_path, direction, output_sequence, peephole_
 
 
 @pytest.mark.parametrize("output_sequence", [True, False])
-def test_bidirectional_lstm_aligns_the_backward_half_with_the_input(tmp_path, output_sequence):
+def test_bidirectional_lstm_aligns_backward_half(tmp_path, output_sequence):
     x = random((STEPS, BATCH, INPUT), -2, 2, seed=144)
     h0, c0 = random((BATCH, 2 * HIDDEN), seed=145), random((BATCH, 2 * HIDDEN), seed=146)
     forward, backward = _lstm_weights(147), _lstm_weights(150)

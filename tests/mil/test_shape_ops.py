@@ -77,7 +77,7 @@ def test_shape_returns_int32_dimensions(tmp_path):
     np.testing.assert_array_equal(result, [2, 3, 5])
 
 
-def test_depth_to_space_and_back_use_the_tensorflow_layout(tmp_path):
+def test_depth_to_space_uses_tensorflow_layout(tmp_path):
     x = np.arange(2 * 8 * 2 * 3, dtype=np.float32).reshape(2, 8, 2, 3)
     depth_to_space, round_trip = run_ops(
         tmp_path,
@@ -126,7 +126,7 @@ def test_space_to_batch_and_back(tmp_path):
         {"x": x},
     )
     padded = np.pad(x, [(0, 0), (0, 0), (0, 0), (2, 0)])
-    # TensorFlow's order: batch index (i * bw + j) * N + n holds padded[n, :, i::bh, j::bw].
+    # TensorFlow's order: batch index (i * bw + j) * N + n is padded[n, :, i::bh, j::bw].
     expected = np.concatenate([padded[:, :, i::2, j::2] for i in range(2) for j in range(2)])
     np.testing.assert_array_equal(to_batch, expected)
     np.testing.assert_array_equal(back, x)

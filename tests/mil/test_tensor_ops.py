@@ -113,7 +113,7 @@ def test_slice_by_index_follows_numpy_slicing(tmp_path, begin, end, stride, begi
     np.testing.assert_array_equal(result, expected)
 
 
-def test_slice_end_before_the_axis_start_is_clamped_by_coremltools(tmp_path):
+def test_slice_end_clamped_by_coremltools(tmp_path):
     # x[..., -1:-6:-2] on an axis of size 5 selects elements 4, 2 and 0 in numpy. coremltools
     # 9.0 stores the end -6 as 0 when it saves the program (and declares 2 elements), so the
     # saved program selects only 4 and 2; the executor runs what the program holds.
@@ -127,7 +127,7 @@ def test_slice_end_before_the_axis_start_is_clamped_by_coremltools(tmp_path):
     np.testing.assert_array_equal(result, x[:, 4:0:-2])
 
 
-def test_slice_by_index_with_bounds_computed_at_run_time(tmp_path):
+def test_slice_by_index_runtime_bounds(tmp_path):
     x = random((4, 6), seed=99)
     (result,) = run_ops(
         tmp_path,

@@ -15,7 +15,7 @@ import sys
 COMMAND_MODULES = (
     "modelconv.cli.run_commands",  # run, schema, stage
     "modelconv.cli.release_commands",  # verify, releases, promote
-    "modelconv.cli.cluster_commands",  # operator, apply, crd
+    "modelconv.cli.cluster_commands",  # operator, crd
     "modelconv.cli.apply_command",  # apply
     "modelconv.cli.runner_commands",  # agent, runners
 )

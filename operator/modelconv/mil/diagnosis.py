@@ -10,9 +10,10 @@ the places where precision is lost, rather than everything downstream of them.
 of a converter fault or of float16 overflow.
 
 `check_against_reference` compares a program's outputs with reference outputs (from PyTorch,
-say) and names, for each mismatching output, the op where the mismatch starts as far as the
-program alone can tell: the first NaN-producing op for NaNs; the first op that loses float16
-precision when the fp32 run matches the reference; otherwise the op that produced the output.
+say). For each mismatching output it names the op where the mismatch starts, as far as the
+program alone can tell. For NaNs that is the first NaN-producing op. When the fp32 run matches
+the reference, it is the first op that loses float16 precision. Otherwise it is the op that
+produced the output.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from .program import ConstRef, OpNode, VarRef
 class OpDivergence:
     """How far one op's output at program precision is from its fp32 output.
 
-    `max_rel_error` is `max_abs_error` divided by the largest magnitude in the fp32 output
-    (by 1 when that output is all zeros); both are infinite when the runs disagree on NaN or
+    `max_rel_error` is `max_abs_error` divided by the largest magnitude in the fp32 output,
+    or by 1 when that output is all zeros. Both are infinite when the runs disagree on NaN or
     infinity.
     """
 
@@ -46,8 +47,8 @@ class OpDivergence:
 class PrecisionDiagnosis:
     """The outcome of `diagnose_precision`.
 
-    `first_divergent_ops` are the ops whose error exceeds the threshold while all their inputs
-    stay within it, in program order; `divergent_ops` lists every op over the threshold.
+    `first_divergent_ops` are the ops, in program order, whose error exceeds the threshold
+    while all their inputs stay within it. `divergent_ops` lists every op over the threshold.
     `ops_in_fp16` counts the ops with a float16 output, `ops_total` every op except `const`.
     """
 
@@ -60,7 +61,7 @@ class PrecisionDiagnosis:
 
 @dataclass(frozen=True)
 class NanOrigin:
-    """The first op whose output holds a NaN although none of its inputs does."""
+    """The first op whose output contains a NaN although none of its inputs does."""
 
     name: str
     op_type: str
@@ -199,8 +200,8 @@ def check_against_reference(
     """Compare the program's outputs with `expected` and locate where each mismatch starts.
 
     An output matches when its shape equals the reference shape and every element satisfies
-    |actual - expected| <= atol + rtol * |expected|, NaN and infinities included (an infinity
-    matches the same infinity).
+    |actual - expected| <= atol + rtol * |expected|. A NaN matches a NaN and an infinity the
+    same infinity.
     """
     missing = sorted(set(expected) - set(program.output_names))
     if missing:

@@ -1,8 +1,8 @@
 """MIL data types and their torch counterparts, and the two execution precisions.
 
-torch has no 1- to 6-bit integers and only partial unsigned support, so sub-byte types are held
-in `int8`/`uint8` tensors and `uint16`/`uint32` in wider signed types; every value of the MIL type
-fits, so no value changes. Only the constexpr ops (compressed weights) use the sub-byte types.
+torch has no 1- to 6-bit integers and only partial unsigned support. So sub-byte types are
+stored in `int8`/`uint8` tensors and `uint16`/`uint32` in wider signed types, which fit every
+value of the MIL type. Only the constexpr ops (compressed weights) use the sub-byte types.
 """
 
 from __future__ import annotations
@@ -46,14 +46,11 @@ _NUMPY_DTYPES = {
     torch.bool: np.bool_,
 }
 
-FLOAT_TYPES = frozenset({"fp16", "fp32", "fp64"})
-
-
 def torch_dtype(mil_dtype: str, precision: str) -> torch.dtype:
-    """Return the torch dtype that holds values of `mil_dtype` at `precision`.
+    """Return the torch dtype that stores values of `mil_dtype` at `precision`.
 
-    At `fp32` precision every fp16 value is held as fp32, so the program runs as if it had
-    been converted with float32 compute precision.
+    At `fp32` precision every fp16 value is stored as fp32, so the program computes as if it
+    had been converted with float32 compute precision.
     """
     if precision == FP32 and mil_dtype == "fp16":
         return torch.float32
@@ -66,10 +63,6 @@ def torch_dtype(mil_dtype: str, precision: str) -> torch.dtype:
 def numpy_dtype(dtype: torch.dtype):
     """Return the numpy dtype matching a torch dtype."""
     return _NUMPY_DTYPES[dtype]
-
-
-def is_float(dtype: torch.dtype) -> bool:
-    return dtype.is_floating_point
 
 
 def validate_precision(precision: str) -> str:

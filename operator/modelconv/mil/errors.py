@@ -1,8 +1,8 @@
 """Failures of the Core ML program executor.
 
 All of them derive from `MilError`, so a caller can catch the executor's failures in one place
-and tell them apart from bugs. Each message names the program element (input, op, var) and says
-what to change.
+and tell them apart from bugs. Each message names the program element (input, op, var) and tells
+the caller what to change.
 """
 
 from __future__ import annotations

@@ -15,15 +15,16 @@ import torch
 from . import dtypes
 from .errors import InvalidInput
 from .plan import ExecutionPlan
-from .program import InputSpec, Program, VarRef, read_program
+from .program import InputSpec, Program, read_program
+from .registry import implementation_of
 
 
 class LoadedProgram:
     """A Core ML program ready to execute on Linux.
 
-    `input_names` and `output_names` are the Core ML feature names; `op_types` is the set of
-    MIL op types in the main function (nested blocks and `const` included); `ops` counts the
-    ops that run, that is every op except `const`; `is_fp16` is true when any op computes in
+    `input_names` and `output_names` are the Core ML feature names. `op_types` is the set of
+    MIL op types in the main function, nested blocks and `const` included. `ops` counts the
+    ops that run, which is every op except `const`. `is_fp16` is true when any op computes in
     float16.
     """
 
@@ -34,7 +35,7 @@ class LoadedProgram:
         self.input_names = [spec.name for spec in program.inputs]
         self.output_names = list(program.output_names)
         nodes = list(iterate_ops(program.block.ops))
-        self.op_types = {node.op_type for node in nodes} | ({"const"} if program.consts else set())
+        self.op_types = set(program.op_types)
         self.ops = len(nodes)
         self.is_fp16 = any(
             kind.dtype == "fp16" for node in nodes for _, kind in node.outputs
@@ -44,6 +45,17 @@ class LoadedProgram:
     @property
     def spec_version(self) -> int:
         return self.program.spec_version
+
+    @property
+    def unsupported_op_types(self) -> set[str]:
+        """Op types of this program that the executor does not implement (empty when none).
+
+        `execute` raises `UnsupportedOp` for the first of them; this lists them all up front.
+        """
+        return {
+            op_type for op_type in self.op_types
+            if op_type != "const" and implementation_of(op_type) is None
+        }
 
     @property
     def shape_mismatches(self) -> dict[str, str]:
@@ -87,9 +99,7 @@ def load_program(path: str | os.PathLike) -> LoadedProgram:
     Raises `ProgramLoadError` for a missing or unreadable package. Ops the executor does not
     implement raise `UnsupportedOp` when the program is first executed.
     """
-    program = read_program(path)
-    loaded = LoadedProgram(program, os.fspath(path))
-    return loaded
+    return LoadedProgram(read_program(path), os.fspath(path))
 
 
 def execute(
@@ -100,9 +110,10 @@ def execute(
 ) -> dict[str, np.ndarray]:
     """Run `program` on `inputs` (numpy arrays by Core ML input name).
 
-    `precision="program"` computes in the program's own dtypes (float16 ops as float16);
-    `precision="fp32"` holds every float16 value as float32. Returns the outputs by Core ML
-    output name; with `intermediates=True` the result also holds every op output by var name.
+    `precision="program"` computes in the program's own dtypes (float16 ops as float16), and
+    `precision="fp32"` stores every float16 value as float32. Returns the outputs by Core ML
+    output name. With `intermediates=True` the result also contains every op output by var
+    name.
     """
     plan = program.plan(precision)
     env = bind_inputs(program, inputs, precision)
@@ -151,7 +162,7 @@ def _input_tensor(spec: InputSpec, value: Any, precision: str) -> torch.Tensor:
     target = dtypes.torch_dtype(spec.dtype, precision)
     if not target.is_floating_point and array.dtype.kind == "f":
         raise InvalidInput(
-            f"input {spec.name!r} is {spec.dtype} but the array holds {array.dtype} values; "
+            f"input {spec.name!r} is {spec.dtype} but the array contains {array.dtype} values; "
             "pass integer values"
         )
     if array.dtype.kind not in "fiub":
@@ -160,7 +171,7 @@ def _input_tensor(spec: InputSpec, value: Any, precision: str) -> torch.Tensor:
     if target != torch.bool and not target.is_floating_point and array.dtype.kind in "iu":
         if array.size and not np.array_equal(converted, array):
             raise InvalidInput(
-                f"input {spec.name!r} holds values that do not fit in {spec.dtype}"
+                f"input {spec.name!r} contains values that do not fit in {spec.dtype}"
             )
     return torch.from_numpy(np.array(converted, order="C", copy=True))
 
@@ -211,5 +222,3 @@ def _describe(spec: InputSpec) -> str:
         dims.append(str(dim) if lower == upper else f"{lower}..{'' if upper is None else upper}")
     return f"{spec.dtype}, shape ({', '.join(dims)})"
 
-
-__all__ = ["LoadedProgram", "load_program", "execute", "iterate_ops", "VarRef"]

@@ -1,10 +1,10 @@
 """Compiling a loaded program into closures, once per precision.
 
-Each op becomes one closure that reads its run-time inputs from the environment (a dict from
-var name to tensor), calls the registered implementation with the constant inputs prepared at
-compile time, casts the results to the declared dtypes, checks them against the declared
-shapes and stores them. Constants become torch tensors (or Python values for `params`) here,
-so a run does no per-op preparation work.
+Each op becomes one closure. It reads its run-time inputs from the environment, a dict from
+var name to tensor, and calls the registered implementation with the constant inputs prepared
+at compile time. Then it casts the results to the declared dtypes, checks them against the
+declared shapes and stores them. Constants become torch tensors (or Python values for
+`params`) here, so a run does no per-op preparation work.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class ExecutionPlan:
     def __init__(self, program: Program, precision: str):
         self.precision = precision
         self.consts = {
-            name: _torch_const(value, precision) for name, value in program.consts.items()
+            name: _torch_const(name, value, precision) for name, value in program.consts.items()
         }
         self.raw_consts = dict(program.consts)
         self.var_types = program.var_types
@@ -81,8 +81,11 @@ class ExecutionPlan:
         return CompiledBlock(steps, block.inputs, outputs, self.consts)
 
     def _has_constant_inputs(self, node: OpNode) -> bool:
-        refs = [item for ref in node.inputs.values() for item in (ref if isinstance(ref, list) else [ref])]
-        return all(isinstance(self._resolve(ref), ConstRef) for ref in refs)
+        for ref in node.inputs.values():
+            for item in ref if isinstance(ref, list) else [ref]:
+                if not isinstance(self._resolve(item), ConstRef):
+                    return False
+        return True
 
     def _fold(self, step, node: OpNode) -> None:
         values: Environment = {}
@@ -114,7 +117,7 @@ class ExecutionPlan:
             static = implementation.prepare(context, static)
         upcast = implementation.fp16 == UPCAST and self.precision == dtypes.PROGRAM
         # coremltools infers the declared output shapes again when it loads a program, and
-        # with symbolic input dimensions that inference is often wrong; so outputs are checked
+        # with symbolic input dimensions that inference is often wrong. So outputs are checked
         # against declared shapes only when every run-time input has a static declared shape.
         checked = all(self._is_static(name) for _, name, _ in dynamic) and all(
             self._is_static(value) for _, _, items in tuples for is_const, value in items
@@ -202,7 +205,13 @@ def _make_step(
             raise ExecutionError(
                 context.op_type, context.name, f"{type(error).__name__}: {error}"
             ) from error
-        results = (result,) if single else result
+        if not single:
+            results = result
+        elif isinstance(result, tuple) and len(result) == 1:
+            # An op such as split into one piece returns a one-element tuple.
+            results = result
+        else:
+            results = (result,)
         if len(results) != len(output_names):
             raise context.invalid(
                 f"the implementation returned {len(results)} outputs, "
@@ -274,7 +283,7 @@ def python_value(value):
     return value
 
 
-def _torch_const(value, precision: str):
+def _torch_const(name: str, value, precision: str):
     if isinstance(value, (str, bytes)):
         return value
     array = np.asarray(value)
@@ -285,6 +294,8 @@ def _torch_const(value, precision: str):
     elif array.dtype == np.uint32:
         array = array.astype(np.int64)
     elif array.dtype.kind not in "fiub":
-        raise TypeError(f"constant of numpy dtype {array.dtype} has no torch counterpart")
+        raise ExecutionError(
+            "const", name, f"a constant of numpy dtype {array.dtype} has no torch counterpart"
+        )
     # np.ascontiguousarray would turn a 0-d array into a 1-d one.
     return torch.from_numpy(np.array(array, order="C", copy=True))

@@ -1,9 +1,9 @@
 """Loading a saved Core ML program into the executor's own description of it.
 
-coremltools 9 reads an `.mlpackage` back into its MIL form on Linux (weights included); this
+coremltools 9 reads an `.mlpackage` back into its MIL form on Linux, weights included. This
 module turns the `main` function of that form into plain data: the inputs with their allowed
-shapes, the ops in order with their inputs resolved to vars or constants, and the outputs.
-Nothing here runs an op; `plan` compiles this description into closures.
+shapes, the ops in order with each input resolved to a var or a constant, and the outputs.
+Nothing here runs an op, because `plan` compiles this description into closures.
 """
 
 from __future__ import annotations
@@ -19,10 +19,6 @@ from typing import Any
 import numpy as np
 
 from .errors import ProgramLoadError
-
-# Core ML specification version -> the OS release that introduced it, for messages.
-SPEC_VERSION_NAMES = {6: "iOS 15", 7: "iOS 16", 8: "iOS 17", 9: "iOS 18"}
-
 
 @dataclass(frozen=True)
 class VarRef:
@@ -96,6 +92,7 @@ class Program:
     block: BlockNode
     consts: dict[str, Any]
     var_types: dict[str, TensorType] = field(default_factory=dict)
+    op_types: set[str] = field(default_factory=set)
 
 
 def read_program(path: str | os.PathLike) -> Program:
@@ -103,7 +100,7 @@ def read_program(path: str | os.PathLike) -> Program:
     spec, weights_dir = _read_spec(Path(path))
     function = _load_mil_function(spec, weights_dir, path)
     consts: dict[str, Any] = {}
-    block = _convert_block(function, [], consts, {name for name in function.inputs})
+    block = _convert_block(function, [], consts, set(function.inputs))
     inputs = [_input_spec(name, var, spec) for name, var in function.inputs.items()]
     var_types = {spec.name: TensorType(spec.dtype, spec.shape) for spec in inputs}
     _collect_var_types(block, var_types)
@@ -115,7 +112,18 @@ def read_program(path: str | os.PathLike) -> Program:
         block=block,
         consts=consts,
         var_types=var_types,
+        op_types=_op_types(function),
     )
+
+
+def _op_types(block) -> set[str]:
+    """Return the op types of a coremltools block and its nested blocks, `const` included."""
+    found = set()
+    for operation in block.operations:
+        found.add(operation.op_type)
+        for nested in operation.blocks:
+            found |= _op_types(nested)
+    return found
 
 
 def _collect_var_types(block: BlockNode, var_types: dict[str, TensorType]) -> None:
@@ -142,7 +150,7 @@ def _read_spec(path: Path):
     spec = model.get_spec()
     if spec.WhichOneof("Type") != "mlProgram":
         raise ProgramLoadError(
-            f"{path} holds a Core ML {spec.WhichOneof('Type')!r} model, not an ML program; "
+            f"{path} contains a Core ML {spec.WhichOneof('Type')!r} model, not an ML program; "
             "convert it with convert_to='mlprogram'"
         )
     return spec, model.weights_dir
@@ -159,7 +167,9 @@ def _load_mil_function(spec, weights_dir, path):
                 file_weights_dir=weights_dir,
             )
     except Exception as error:  # the milproto loader raises many types for bad programs
-        raise ProgramLoadError(f"coremltools cannot read the ML program in {path}: {error}") from error
+        raise ProgramLoadError(
+            f"coremltools cannot read the ML program in {path}: {error}"
+        ) from error
     if "main" not in program.functions:
         raise ProgramLoadError(
             f"the ML program in {path} has no 'main' function "
@@ -267,8 +277,7 @@ def _input_spec(name: str, var, spec) -> InputSpec:
                 for size in array_type.shapeRange.sizeRanges
             )
         elif kind == "enumeratedShapes":
-            enumerated = tuple(
-                tuple(int(dim) for dim in shape.shape) for shape in array_type.enumeratedShapes.shapes
-            )
+            shapes = array_type.enumeratedShapes.shapes
+            enumerated = tuple(tuple(int(dim) for dim in shape.shape) for shape in shapes)
     shape = declared.shape if declared.shape is not None else ()
     return InputSpec(name, declared.dtype, shape, ranges, enumerated)

@@ -10,7 +10,7 @@ An implementation receives an `OpContext` and the op's inputs by their MIL names
 in `params` arrive as Python values (int, float, bool, str or nested lists), all others as torch
 tensors (or lists of tensors for tuple inputs). An input the program omits is not passed, so
 the implementation's Python default must equal the op definition's default. The result is a
-tensor, or a tuple of tensors for ops with several outputs; the executor casts each output to
+tensor, or a tuple of tensors for ops with several outputs. The executor casts each output to
 the dtype the program declares.
 
 `fp16="upcast"` marks ops computed in fp32 even at program precision: their fp16 inputs are
@@ -45,7 +45,7 @@ class OpImplementation:
 
 @dataclass
 class OpContext:
-    """What an implementation may know about the op it runs, fixed when the program loads.
+    """Facts about the op an implementation runs, fixed when the program is compiled.
 
     `output_dtypes` are the torch dtypes of the outputs at the current precision and
     `output_shapes` the shapes the program declares, with None for a symbolic dimension (or
@@ -86,8 +86,8 @@ def register(
 
     A control-flow op (`runs_blocks=True`) also receives `env`, the environment its nested
     blocks read outer vars from. `prepare(ctx, inputs)`, when given, runs once when the
-    program is compiled, on the inputs known at that time, and returns them transformed (a
-    weight in the memory layout the kernel prefers, say); it must not modify its argument.
+    program is compiled, on the inputs known at that time. It returns them transformed (a
+    weight cast to the output dtype, say) and must not modify its argument.
     """
     if fp16 not in (NATIVE, UPCAST):
         raise ValueError(f"fp16 must be {NATIVE!r} or {UPCAST!r}, got {fp16!r}")
@@ -139,5 +139,6 @@ def implementation_of(op_type: str) -> OpImplementation | None:
 
 
 def _load_op_modules() -> None:
-    # Importing the package registers every topic module's ops exactly once.
+    # Importing the ops package registers every topic module's ops; Python runs each module
+    # once, so nothing is registered twice.
     from . import ops  # noqa: F401

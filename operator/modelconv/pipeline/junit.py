@@ -16,6 +16,7 @@ from typing import Optional
 
 from .report import CHECKS, validation_rows
 from .run import INTERNAL_ERROR, RunOutcome, displayed_stages
+from .stage import STAGES
 
 SUITE_NAME = "modelconv"
 
@@ -46,7 +47,9 @@ def junit_document(outcome: RunOutcome) -> ElementTree.ElementTree:
     spec = outcome.conversion.spec
     suite = ElementTree.Element("testsuite", name=f"{SUITE_NAME}.{spec.publish.model}")
     ran = {result.stage: result for result in outcome.results}
-    for stage in displayed_stages(outcome.skipped):
+    # Cluster runs report train and device too; local runs only the stages they ran.
+    reported = set(displayed_stages(outcome.skipped)) | set(ran)
+    for stage in [name for name in STAGES if name in reported]:
         result = ran.get(stage)
         case = _case(suite, f"{SUITE_NAME}.stage", stage,
                      result.duration_seconds if result else 0.0)

@@ -15,7 +15,7 @@ Failure classes:
 - API or network faults of the watch are retried with capped exponential backoff. After
   `max_watch_failures` in a row the agent exits non-zero, so its supervisor (launchd)
   restarts it;
-- a check that fails is reported in its status and never raised.
+- a check that fails is reported in its status; `_work` catches every error of a check.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The runner pool's only door to the Kubernetes API: CoreMLChecks and runner Leases.
 
 Objects travel as plain dicts in their API JSON form. Two API errors are normal in a pool
-and get their own exceptions: `Conflict` (409: someone else changed the object first, the
-loser of a claim race sees it) and `NotFound` (404: the object was deleted). Every other
+and get their own exceptions: `Conflict` (409: someone else changed the object first, which
+is how the loser of a claim race learns it lost) and `NotFound` (404: the object was deleted). Every other
 `ApiException` propagates to the caller's retry policy.
 
 The kubernetes client logs request and response bodies at DEBUG level, and a check's spec
-holds presigned URLs, so `quiet_client_loggers()` caps those loggers at INFO.
+contains presigned URLs, so `quiet_client_loggers()` caps those loggers at INFO.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def quiet_client_loggers() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
-# What an agent's operator should do about API errors that retrying does not fix.
+# Fixes for the API errors that retrying does not cure, by HTTP status.
 API_ERROR_HINTS = {
     401: "the kubeconfig's credentials were rejected; issue a new token",
     403: "the ServiceAccount lacks a permission; apply examples/macos/agent-rbac.yaml in the "

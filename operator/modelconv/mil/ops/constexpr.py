@@ -6,7 +6,7 @@ a program, so they cost nothing per call. Decompression computes in float32 and 
 rounded to the declared output dtype.
 
 Packed iOS 16 data (palette indices, sparsity masks) is read least significant bit first, as
-the op definitions specify; coremltools unpacks the iOS 18 sub-byte types into one byte per
+the op definitions specify. coremltools unpacks the iOS 18 sub-byte types into one byte per
 value when it loads a program.
 """
 

@@ -1,9 +1,9 @@
 """Convolution and transposed convolution (coremltools `ops/defs/iOS15/conv.py`, iOS 17).
 
-Padding follows the op definition: `valid` pads nothing, `custom` takes `pad` as
-[before_0, after_0, before_1, after_1, ...], and `same` pads a total of
-max(0, (ceil(in / stride) - 1) * stride + dilated_kernel - in) per spatial axis, putting the
-odd element after (`same`) or before (`same_lower`).
+Padding follows the op definition. `valid` pads nothing, and `custom` takes `pad` as
+[before_0, after_0, before_1, after_1, ...]. `same` pads a total of
+max(0, (ceil(in / stride) - 1) * stride + dilated_kernel - in) per spatial axis and puts the
+odd element after the axis. `same_lower` puts it before.
 """
 
 from __future__ import annotations

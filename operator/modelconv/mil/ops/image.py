@@ -140,7 +140,7 @@ def _resize_axis(ctx, x, axis, size_out, interpolation_mode, sampling_mode):
         raise ctx.unsupported(f"interpolation_mode {interpolation_mode!r}")
     if sampling_mode == "DEFAULT":
         return _nearest(x, axis, _half_pixel_indices(size_in, size_out))
-    # NOTE: Core ML's nearest rule for the other sampling modes is not documented; the
+    # NOTE: Core ML's nearest rule for the other sampling modes is not documented. Taking the
     # element nearest to the mode's grid point (halves rounded up) is an assumption.
     coords = sampling_grid(ctx, sampling_mode, size_in, size_out).clamp(0, size_in - 1)
     return _nearest(x, axis, torch.floor(coords + 0.5).long())

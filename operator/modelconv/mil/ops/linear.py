@@ -2,7 +2,7 @@
 
 Sources: coremltools `ops/defs/iOS15/linear.py`, `iOS17/linear.py`, `iOS18/transformers.py`.
 Since iOS 17 the weight (linear) or the constant operand (matmul) may have another dtype than
-the activation; it is cast to the output dtype, the activation's.
+the activation. It is cast to the output dtype, which is the activation's.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Pooling (coremltools `ops/defs/iOS15/pool.py`).
 
 Symmetric padding of at most half a kernel maps onto torch's pooling directly (torch's
-`ceil_mode` rule is the one the op definition cites). Other paddings are applied explicitly:
-max pooling pads with -inf; average and L2 pooling sum over the window and divide by the
-number of counted elements, where padded elements count unless
+`ceil_mode` rule is the one the op definition cites). Other paddings are applied explicitly.
+Max pooling pads with -inf. Average and L2 pooling sum over the window, and average pooling
+divides by the number of counted elements, where padded elements count unless
 `exclude_padding_from_average` is set.
 """
 

@@ -1,7 +1,7 @@
 """Recurrent layers: lstm, gru and rnn (coremltools `ops/defs/iOS15..18/recurrent.py`).
 
-Gate layouts follow the op definitions: lstm weights stack the input, forget, output and cell
-gates (i, f, o, z) and take one bias (input-hidden plus hidden-hidden); gru weights stack the
+Gate layouts follow the op definitions. lstm weights stack the input, forget, output and cell
+gates (i, f, o, z) and take one bias (input-hidden plus hidden-hidden). gru weights stack the
 reset, new (output) and update gates (r, o, z). With `direction="reverse"` the output sequence
 is in processing order (last input step first), as coremltools' reference tests expect; the
 backward half of a bidirectional lstm is aligned with the input steps, as in PyTorch.
