@@ -175,6 +175,12 @@ def _rounded(value):
     return None if value is None else round(value, 3)
 
 
+def cpu_seconds(pid: int) -> float:
+    """Return the user and system CPU time of a running process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -292,6 +298,7 @@ def main() -> int:
             elapsed = time.monotonic() - began
             figures = report(args.count, timings, proxy, peak_rss_mib(operator.pid),
                              elapsed, created)
+            figures["operator_cpu_seconds"] = round(cpu_seconds(operator.pid), 1)
             timings.stop.set()
             print(json.dumps(figures, indent=2), flush=True)
             if args.json:

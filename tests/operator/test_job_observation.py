@@ -174,3 +174,13 @@ def test_required_device_check_fails_with_no_runner_available():
     assert result.state == "Failed"
     assert result.reason == "NoRunnerAvailable"
     assert "required: false" in result.message
+
+
+def test_pod_in_trouble_only_for_oom_and_image_pulls():
+    assert not observe.pod_in_trouble(observe.pod_projection(pod_body()))
+    assert not observe.pod_in_trouble(observe.pod_projection(
+        pod_body(terminated={"reason": "Completed", "exitCode": 0, "message": "{}"})))
+    assert observe.pod_in_trouble(observe.pod_projection(
+        pod_body(last_terminated={"reason": "OOMKilled", "exitCode": 137})))
+    assert observe.pod_in_trouble(observe.pod_projection(
+        pod_body(waiting={"reason": "ErrImagePull", "message": "not found"})))

@@ -177,6 +177,21 @@ def test_failed_stage_stops_the_run(controller):
     assert len(controller.kube.jobs_created()) == 1
 
 
+def test_failure_reason_falls_back_to_the_stored_result(controller):
+    run(controller, body())
+    key = last_status(controller)["stages"]["export"]["key"]
+    export = finished_job(controller, "export")
+    export["conditions"] = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                             "message": "exit code 2"}]
+    export["failed"], export["succeeded"] = 1, 0
+    controller.results.results[("export", key)] = {
+        "succeeded": False, "reason": "InvalidModel", "message": "not a module"}
+    run(controller, body(), jobs=[export])
+    record = last_status(controller)["stages"]["export"]
+    assert record["reason"] == "InvalidModel"
+    assert record["message"] == "not a module"
+
+
 def test_spec_change_supersedes_running_jobs(controller):
     run(controller, body())
     export = finished_job(controller, "export")

@@ -22,7 +22,7 @@ from ..crd import PLURAL, VERSION
 from ..spec import API_GROUP
 from .config import OperatorConfig
 from .jobs import LABEL_CONVERSION_UID, LABEL_MANAGED_BY, MANAGED_BY
-from .observe import job_projection, pod_projection
+from .observe import job_projection, pod_in_trouble, pod_projection
 from .reconcile import Controller, reconcile
 
 log = logging.getLogger(__name__)
@@ -97,9 +97,11 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
             await _reconcile_by_uid(ctl, namespace, uid, kwargs)
 
     @kopf.on.event("v1", "pods", labels=OWNED, id=HANDLER_POD_EVENT, registry=registry)
-    async def pod_event(namespace: str, labels: Any, **kwargs: Any) -> None:
+    async def pod_event(body: Any, namespace: str, labels: Any, **kwargs: Any) -> None:
+        # Job events report a Pod's start and end; a Pod's own event matters only when it
+        # shows trouble that its Job does not (out of memory, image pulls).
         uid = labels.get(LABEL_CONVERSION_UID)
-        if uid:
+        if uid and pod_in_trouble(pod_projection(body)):
             await _reconcile_by_uid(ctl, namespace, uid, kwargs)
 
     @kopf.timer(**conversions, id=HANDLER_RECHECK, interval=config.recheck_interval,

@@ -100,6 +100,18 @@ def pod_projection(body: Any) -> dict:
     }
 
 
+def pod_in_trouble(pod: dict) -> bool:
+    """Return whether a container of the Pod was OOMKilled or is failing to pull its image."""
+    for container in pod["containers"]:
+        waiting = container["waiting"] or {}
+        if waiting.get("reason") in IMAGE_PULL_REASONS:
+            return True
+        for state in (container["terminated"], container["lastTerminated"]):
+            if state and state.get("reason") == "OOMKilled":
+                return True
+    return False
+
+
 def _pick(mapping: Optional[dict], keys: Iterable[str]) -> Optional[dict]:
     if not mapping:
         return None

@@ -40,6 +40,8 @@ from .stages import RunPass, run_stages
 log = logging.getLogger(__name__)
 
 EventPoster = Callable[[Any, summary.Event], None]
+# Plans kept per conversion: the current one, with and without a training run.
+MAX_PLANS_PER_CONVERSION = 4
 
 
 class Controller:
@@ -58,12 +60,38 @@ class Controller:
         self.running_jobs: dict[str, int] = {}
         # Jobs created by this process that the watch has not shown yet, with a deadline.
         self.created_jobs: dict[str, float] = {}
+        # Parsed specs and plans by conversion uid: a spec changes only with its generation,
+        # and every Job or Pod event would otherwise parse and hash it again.
+        self.specs: dict[str, tuple] = {}
+        self.plans: dict[str, dict[tuple, RunPlan]] = {}
         metrics.count_running_jobs(lambda: sum(self.running_jobs.values()))
 
     def forget(self, uid: str) -> None:
         """Drop what the process remembers of a deleted conversion."""
-        for table in (self.locks, self.written, self.config_maps_made, self.running_jobs):
+        for table in (self.locks, self.written, self.config_maps_made, self.running_jobs,
+                      self.specs, self.plans):
             table.pop(uid, None)
+
+    def spec_of(self, body: Any) -> tuple[Optional[ConversionSpec], Optional[tuple[str, str]]]:
+        """Return `parse_spec(body)`, parsed once per generation."""
+        uid, generation = body["metadata"]["uid"], body["metadata"].get("generation")
+        cached = self.specs.get(uid)
+        if cached is None or cached[0] != generation:
+            cached = (generation, *parse_spec(body))
+            self.specs[uid] = cached
+        return cached[1], cached[2]
+
+    def plan_of(self, uid: str, generation: int, spec: ConversionSpec, source_version: str,
+                trained_run: Optional[str] = None) -> RunPlan:
+        """Return the plan of `spec`, computed once per generation and inputs."""
+        plans = self.plans.setdefault(uid, {})
+        key = (generation, source_version, trained_run)
+        if key not in plans:
+            if len(plans) >= MAX_PLANS_PER_CONVERSION:
+                plans.clear()
+            plans[key] = plan_run(spec, job_settings=self.config.job_settings(),
+                                  source_version=source_version, trained_run=trained_run)
+        return plans[key]
 
     async def delete_job(self, namespace: str, name: str) -> None:
         """Delete a Job and, in the background, its Pods; a Job gone already is fine."""
@@ -95,7 +123,7 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
     if (previous.get("observedGeneration") or 0) > generation:
         return  # this view of the object predates the status written last; a newer one comes
 
-    spec, problem = parse_spec(body)
+    spec, problem = ctl.spec_of(body)
     store = (spec.publish.store or ctl.config.store) if spec is not None else None
     if spec is not None and not store:
         problem = (st.REASON_STORE_NOT_CONFIGURED, (
@@ -107,7 +135,7 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
         await _write_status(ctl, body, previous, status)
         return
 
-    plan, source_version, records = await _plan(ctl, spec, previous, generation)
+    plan, source_version, records = await _plan(ctl, conversion.uid, spec, previous, generation)
     if previous.get("runHash") and previous["runHash"] != plan.run_hash:
         await _supersede(ctl, conversion, previous)
     await _delete_stale(ctl, conversion, jobs, keep_run=plan.run_hash)
@@ -117,7 +145,8 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
         body=body, conversion=conversion, spec=spec, plan=plan, store=store, previous=records,
         jobs={job["name"]: job for job in jobs if job["run"] == current},
         pods=pods, now=now,
-        replan=lambda run_id: _plan_with_training(ctl, spec, source_version, run_id),
+        replan=lambda run_id: ctl.plan_of(conversion.uid, generation, spec, source_version,
+                                          run_id),
     )
     await run_stages(ctl, run)
     status = _run_status(previous, run, generation, source_version)
@@ -144,7 +173,7 @@ def parse_spec(body: Any) -> tuple[Optional[ConversionSpec], Optional[tuple[str,
         return None, (st.REASON_INVALID_SPEC, str(error).splitlines()[0])
 
 
-async def _plan(ctl: Controller, spec: ConversionSpec, previous: dict,
+async def _plan(ctl: Controller, uid: str, spec: ConversionSpec, previous: dict,
                 generation: int) -> tuple[RunPlan, str, dict]:
     """Return the run plan, the source version and the stage records of the same run."""
     same_generation = previous.get("observedGeneration") == generation and previous.get("runHash")
@@ -152,18 +181,12 @@ async def _plan(ctl: Controller, spec: ConversionSpec, previous: dict,
         source_version = previous.get("sourceVersion") or ""
     else:
         source_version = await ctl.results.source_version(spec)
-    plan = plan_run(spec, job_settings=ctl.config.job_settings(), source_version=source_version)
+    plan = ctl.plan_of(uid, generation, spec, source_version)
     records = dict(previous.get("stages") or {}) if previous.get("runHash") == plan.run_hash else {}
     trained = records.get("train") or {}
     if trained.get("state") == st.SUCCEEDED and trained.get("runId"):
-        plan = _plan_with_training(ctl, spec, source_version, trained["runId"])
+        plan = ctl.plan_of(uid, generation, spec, source_version, trained["runId"])
     return plan, source_version, records
-
-
-def _plan_with_training(ctl: Controller, spec: ConversionSpec, source_version: str,
-                        run_id: str) -> RunPlan:
-    return plan_run(spec, job_settings=ctl.config.job_settings(),
-                    source_version=source_version, trained_run=run_id)
 
 
 async def _supersede(ctl: Controller, conversion: ConversionRef, previous: dict) -> None:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # A stage in one of these states stays so for the rest of its run.
 FINAL_STATES = (st.SUCCEEDED, st.FAILED, st.SKIPPED)
+# Failure reasons the controller makes up when the stage left no reason of its own.
+UNEXPLAINED_REASONS = (st.REASON_STAGE_FAILED, st.REASON_RETRIES_EXHAUSTED)
 # Seconds a newly created Job may take to appear in the Job watch before the operator
 # creates it again (and normally gets 409, because it exists).
 WATCH_DELAY_SECONDS = 30.0
@@ -114,6 +116,13 @@ async def _from_job(ctl, run: RunPass, stage: PlannedStage, job: dict, base: dic
                           image_pull_grace=ctl.config.image_pull_grace_seconds)
     if outcome.stop:
         await ctl.delete_job(run.conversion.namespace, job["name"])
+    if outcome.state == st.FAILED and outcome.reason in UNEXPLAINED_REASONS and stage.key:
+        # No termination message was seen (the Pod's last update may not have reached the
+        # watch yet); a stage that failed for good also writes its reason to the store.
+        result = await ctl.results.result(run.store, stage.name, stage.key)
+        if result is not None and not result.get("succeeded"):
+            _, reason, message = result_outcome(result)
+            outcome = dataclasses.replace(outcome, reason=reason, message=message)
     if outcome.state != st.SUCCEEDED:
         return _from_outcome(base, outcome, run)
     if stage.name == "train":
