@@ -89,7 +89,14 @@ def prepare_container(context: PodContext, container: dict[str, Any],
 
     env = container_env(context, container)
     rewrite = path_rewriter(mounts)
-    env = {name: rewrite(value) for name, value in env.items()}
+    # Only values that the pod spec set are container paths. The agent's own variables (PATH
+    # with the virtualenv first, HOME, ...) are host paths and stay as they are, even when a
+    # mount such as /tmp is a prefix of them.
+    host_env = agent_env(context)
+    env = {
+        name: value if host_env.get(name) == value else rewrite(value)
+        for name, value in env.items()
+    }
     argv = [rewrite(expand(part, env)) for part in container_command(context, container)]
     argv[0] = _locate_program(argv[0], env["PATH"], container["name"])
     cwd = _working_dir(context.pod_dir, rewrite(container.get("workingDir") or ""))
@@ -156,16 +163,22 @@ def expand(text: str, env: Mapping[str, str]) -> str:
     return _REFERENCE.sub(replace, text)
 
 
-def container_env(context: PodContext, container: dict[str, Any]) -> dict[str, str]:
-    """Return the container's full environment, resolved in the kubelet's order."""
-    pod = context.pod
+def agent_env(context: PodContext) -> dict[str, str]:
+    """Return the variables every container gets from the agent, before the pod's own."""
     agent_bin = str(Path(sys.executable).parent)
     env = {"PATH": f"{agent_bin}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
     env.update({name: os.environ[name] for name in PASSED_THROUGH_ENV if name in os.environ})
-    env["HOSTNAME"] = pod["metadata"]["name"]
+    env["HOSTNAME"] = context.pod["metadata"]["name"]
     env["KUBERNETES_SERVICE_HOST"] = context.api_host
     env["KUBERNETES_SERVICE_PORT"] = str(context.api_port)
     env["KUBERNETES_SERVICE_PORT_HTTPS"] = str(context.api_port)
+    return env
+
+
+def container_env(context: PodContext, container: dict[str, Any]) -> dict[str, str]:
+    """Return the container's full environment, resolved in the kubelet's order."""
+    pod = context.pod
+    env = agent_env(context)
 
     namespace = pod["metadata"]["namespace"]
     for source in container.get("envFrom") or []:

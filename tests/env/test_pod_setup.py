@@ -45,3 +45,27 @@ def test_parse_image_command_splits_pattern() -> None:
     assert parse_image_command("*stage*=python -m app") == ("*stage*", ["python", "-m", "app"])
     with pytest.raises(ValueError, match="PATTERN=COMMAND"):
         parse_image_command("no-separator")
+
+
+def test_tmp_mount_leaves_agent_path_alone(tmp_path, monkeypatch) -> None:
+    # A clone under /tmp puts its virtualenv on the agent's PATH; a pod that mounts an
+    # emptyDir at /tmp must still find its executables there.
+    from testenv.pod_setup import PodContext, prepare_container
+
+    monkeypatch.setattr("sys.executable", "/tmp/clone/.venv/bin/python")
+    pod = {
+        "metadata": {"name": "stage", "namespace": "ns"},
+        "spec": {"volumes": [{"name": "tmp", "emptyDir": {}}]},
+    }
+    container = {
+        "name": "stage",
+        "command": ["sh", "-c", "true"],
+        "env": [{"name": "SCRATCH", "value": "/tmp/work"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    context = PodContext(pod=pod, pod_dir=tmp_path, node_name="node", api_host="127.0.0.1",
+                         api_port=6443, image_commands={}, resolve=lambda *_: None,
+                         request_token=lambda *_: "")
+    launch = prepare_container(context, container, tmp_path / "attempt")
+    assert launch.env["PATH"].startswith("/tmp/clone/.venv/bin:")
+    assert launch.env["SCRATCH"] == str(tmp_path / "volumes" / "tmp" / "work")
