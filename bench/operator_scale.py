@@ -10,7 +10,8 @@ has its own model settings, so none is a cache hit and every one runs four stage
 
 Measured:
 - create -> first Job: from just before the ModelConversion POST to the Job's ADDED event
-  on a watch (p50, p99);
+  on a watch (p50, p99, nearest rank); create -> Kopf's finalizer on the resource, for
+  comparison with the API round trips of the environment;
 - create -> Ready: to the watch event that shows Ready=True (p50, p99);
 - the operator's peak resident memory (VmHWM of its process);
 - API requests of the operator, counted by a plain-HTTP proxy on loopback that it talks
@@ -132,6 +133,8 @@ class Timings:
         self.created: dict[str, float] = {}
         self.first_job: dict[str, float] = {}
         self.ready: dict[str, float] = {}
+        # When Kopf's finalizer first showed on each conversion.
+        self.finalized: dict[str, float] = {}
         self.stop = threading.Event()
 
     def start(self) -> None:
@@ -159,6 +162,8 @@ class Timings:
 
     def _conversion(self, event: dict, now: float) -> None:
         body = event["object"]
+        if body["metadata"].get("finalizers"):
+            self.finalized.setdefault(body["metadata"]["name"], now)
         if harness.condition(body, "Ready").get("status") == "True":
             self.ready.setdefault(body["metadata"]["name"], now)
 
@@ -244,6 +249,8 @@ def report(count: int, timings: Timings, proxy: CountingProxy, rss: float, secon
     to_job = [timings.first_job[name] - timings.created[name] for name in names
               if name in timings.first_job]
     to_ready = [timings.ready[name] - timings.created[name] for name in names]
+    to_finalizer = [timings.finalized[name] - timings.created[name] for name in names
+                    if name in timings.finalized]
     writes = {f"{verb} {resource}": number for (verb, resource), number in
               sorted(proxy.counts.items()) if verb in WRITE_VERBS}
     lease_writes = sum(number for (verb, resource), number in proxy.counts.items()
@@ -256,6 +263,8 @@ def report(count: int, timings: Timings, proxy: CountingProxy, rss: float, secon
         "wall_seconds": round(seconds, 1),
         "create_to_first_job_p50": _rounded(percentile(to_job, 0.5)),
         "create_to_first_job_p99": _rounded(percentile(to_job, 0.99)),
+        "create_to_finalizer_p50": _rounded(percentile(to_finalizer, 0.5)),
+        "create_to_finalizer_p99": _rounded(percentile(to_finalizer, 0.99)),
         "create_to_ready_p50": _rounded(percentile(to_ready, 0.5)),
         "create_to_ready_p99": _rounded(percentile(to_ready, 0.99)),
         "operator_peak_rss_mib": round(rss, 1),

@@ -16,8 +16,8 @@ For each model, every round runs two fresh processes, in alternating order:
 
 It prints, per side, the median wall time and CPU time (user + system, from wait4), the ratios
 (target: at most 1.15) and the peak resident memory of each process. On a machine shared with
-other work, wall times swing with the load; the CPU times and the ratio of the two runs of
-one round are the steadier figures. Usage:
+other work, wall times swing with the load. The CPU times, and the ratio of the two runs of
+one round, are the steadier figures. Usage:
 
     python bench/pipeline.py [--rounds 3] [--models mobilenet-v3-small,minilm]
 """

@@ -43,6 +43,8 @@ class ConversionError(Exception):
         self.permanent = permanent
         # Structured context for reports (e.g. the conversion attempts); never credentials.
         self.details = details or {}
+        # Figures the failing stage measured before it failed, for the report and JUnit.
+        self.metrics: dict = {}
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"

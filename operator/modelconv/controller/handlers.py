@@ -81,11 +81,6 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
         if type == "DELETED":
             ctl.forget(uid)
             return
-        if FINALIZER not in (body.get("metadata", {}).get("finalizers") or []):
-            # Kopf is adding its finalizer with a patch conditioned on this resourceVersion;
-            # a status write now would make that patch fail and be sent again. The object's
-            # next event, with the finalizer, starts the reconciliation.
-            return
         jobs = _jobs_of(kwargs[INDEX_JOBS], namespace, uid)
         await reconcile(ctl, _conversion_view(body), jobs,
                         _pods_of(kwargs[INDEX_PODS], namespace, jobs))

@@ -284,6 +284,7 @@ def _result(context, mlmodel, rung, attempts, precision_note, samples_path) -> S
 def _ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
     error = _classify_ladder_failure(attempts, wrong)
     error.details["attempts"] = [item.as_dict() for item in attempts]
+    error.metrics = {"attempts": error.details["attempts"]}
     return error
 
 

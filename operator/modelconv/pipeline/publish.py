@@ -72,7 +72,7 @@ def run_publish(context: StageContext) -> StageResult:
     package_signature = coreml_signature(package)
     report = build_report(
         spec, list(context.previous.values()), skipped_stages(spec),
-        name=getattr(context, "conversion_name", ""),
+        name=context.name,
         release={"location": location, "store": store.describe()},
         package_signature=package_signature,
     )

@@ -7,7 +7,7 @@ a local run lists them as skipped when the spec enables them.
 
 Failure classes:
 - a stage raising `ConversionError`, or returning a failed `StageResult`, ends the run with
-  that stage's reason; nothing is published, the work directory is kept and holds the report;
+  that stage's reason. Nothing is published, and the kept work directory contains the report;
 - any other exception is a bug: the run ends with reason `InternalError`, and the exception is
   kept on the outcome so the CLI can show its traceback under `--debug`.
 """
@@ -157,12 +157,15 @@ def run_pipeline(
     keep_workdir: bool = False,
     observer: Optional[RunObserver] = None,
 ) -> RunOutcome:
-    """Run export, convert, validate and publish; return the outcome, never raise for a stage.
+    """Run export, convert, validate and publish; return the outcome.
+
+    A failing stage, classified or not, ends the run with a failed result instead of raising.
+    KeyboardInterrupt propagates, and so does an error while writing the failure report.
 
     The release goes to `store` (or the spec's, or `DEFAULT_STORE`). Stages work in
     `workdir`, which is kept, or else in a new temporary folder, which is removed after a
     successful run unless `keep_workdir` is set. After a failure the work directory is always
-    kept: it holds the report and the artifacts made so far.
+    kept: it contains the report and the artifacts made so far.
     """
     observer = observer or SilentProgress()
     store_url = resolve_store(conversion, store)
@@ -247,7 +250,7 @@ def _run_stages(outcome: RunOutcome, observer: RunObserver) -> None:
             log=lambda message, stage=stage: observer.stage_message(stage, message),
         )
         # Reports name the ModelConversion; StageContext has no field for it yet.
-        context.conversion_name = outcome.conversion.metadata.name
+        context.name = outcome.conversion.metadata.name
         # A reused --workdir may hold this stage's folder from an earlier run.
         shutil.rmtree(context.workdir, ignore_errors=True)
         context.workdir.mkdir(parents=True)

@@ -30,6 +30,8 @@ class StageContext:
 
     spec: ConversionSpec
     workdir: Path
+    # metadata.name of the ModelConversion, for reports.
+    name: str = ""
     inputs: dict[str, Path] = dataclasses.field(default_factory=dict)
     # Results of earlier stages in this run, by stage name (metrics, ladder attempts...).
     previous: dict[str, "StageResult"] = dataclasses.field(default_factory=dict)

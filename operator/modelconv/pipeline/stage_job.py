@@ -284,7 +284,7 @@ def execute_stage(stage: str, run_file: Path, workdir: Path) -> tuple[StageResul
     inputs, previous = fetch_inputs(store, stage, keys, workdir / "inputs")
     context = StageContext(spec=conversion.spec, workdir=workdir / stage, inputs=inputs,
                            previous=previous, log=_log(stage))
-    context.conversion_name = conversion.metadata.name
+    context.name = conversion.metadata.name
     context.workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     permanent = True

@@ -71,7 +71,9 @@ def run_validate(context: StageContext) -> StageResult:
         message = "; ".join(failures)
         if metrics.get("fp16_diagnosis"):
             message += f"; float16 first diverges at {_describe_divergence(metrics['fp16_diagnosis'])}"
-        raise ConversionError(TOLERANCE_EXCEEDED, f"{message} ({note})")
+        error = ConversionError(TOLERANCE_EXCEEDED, f"{message} ({note})")
+        error.metrics = metrics
+        raise error
 
     result = StageResult(stage="validate", succeeded=True, metrics=metrics)
     result.message = f"all outputs within tolerance; {note}"
