@@ -21,7 +21,7 @@ example: setup
 
 # The whole suite: unit, pipeline, real control plane, S3 server and helm.
 test: setup binaries tools
-	$(VENV)/bin/python -m pytest -ra
+	$(VENV)/bin/python -m pytest -ra --durations=20
 
 # Everything that needs neither the control plane nor slow example conversions.
 test-fast: setup tools
