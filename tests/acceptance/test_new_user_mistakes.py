@@ -104,7 +104,7 @@ def test_workdir_that_is_a_file_is_classified(tmp_path):
 
 
 def test_junit_path_that_is_a_folder_is_classified(tmp_path):
-    # A missing source file ends the run quickly; the JUnit file is written after any run.
+    # A missing source file ends the run early, and the JUnit file is written after any run.
     spec = linear_document(source={"onnx": {"uri": str(tmp_path / "missing.onnx")}})
     conversion = write_document(tmp_path / "conversion.yaml", spec)
 

@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import zipfile
@@ -207,9 +208,12 @@ def load_exported_program(path: Path, field: str):
     remedy = "Save the program with torch.export.save(torch.export.export(model, args), path)."
     _reject_pickle(path, field, "a torch.export archive (.pt2)", remedy)
     names = _zip_names(path, field)
+    # A segment anywhere in a member name counts: torch resolves "opaque_obj_x/../tensor" too.
     pickled = [
-        name for name in names if Path(name).name.startswith(PT2_PICKLED_OBJECT_PREFIXES)
+        name for name in names
+        if any(part.startswith(PT2_PICKLED_OBJECT_PREFIXES) for part in Path(name).parts)
     ]
+    pickled += _pickled_config_entries(path, names)
     if pickled:
         raise ConversionError(
             INVALID_MODEL,
@@ -230,6 +234,33 @@ def load_exported_program(path: Path, field: str):
         raise ConversionError(
             INVALID_MODEL, f"{field}: cannot load {path.name}: {_first_line(error)}. {remedy}"
         ) from None
+
+
+def _pickled_config_entries(path: Path, names: list[str]) -> list[str]:
+    """Return the weights and constants entries that torch.export.load would unpickle.
+
+    torch 2.13 picks `pickle.loads` for an entry whose config says `use_pickle`, outside the
+    weights-only guard, so such an entry is rejected before torch reads the archive.
+    """
+    found = []
+    with zipfile.ZipFile(path) as archive:
+        for name in names:
+            if "/data/" not in name or not name.endswith("_config.json"):
+                continue
+            try:
+                config = json.loads(archive.read(name))
+            except (ValueError, UnicodeDecodeError):
+                found.append(name)  # unreadable config: torch's reading of it is unknown
+                continue
+            entries = config.get("config", {}) if isinstance(config, dict) else {}
+            for key, entry in (entries.items() if isinstance(entries, dict) else []):
+                entry = entry if isinstance(entry, dict) else {}
+                path_name = str(entry.get("path_name", ""))
+                if entry.get("use_pickle") or ".." in path_name or any(
+                    part.startswith(PT2_PICKLED_OBJECT_PREFIXES) for part in path_name.split("/")
+                ):
+                    found.append(f"{name}:{key}")
+    return found
 
 
 @contextlib.contextmanager
