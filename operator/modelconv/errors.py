@@ -10,6 +10,7 @@ from __future__ import annotations
 
 # Reasons, as they appear in status conditions, reports and `--output json`.
 INVALID_SPEC = "InvalidSpec"
+INVALID_ARGUMENT = "InvalidArgument"
 SOURCE_NOT_FOUND = "SourceNotFound"
 INVALID_MODEL = "InvalidModel"
 EXPORT_FAILED = "ExportFailed"
@@ -28,7 +29,7 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 # Reasons that mean the user's input must change; the CLI maps them to EXIT_BAD_INPUT.
-BAD_INPUT_REASONS = frozenset({INVALID_SPEC, SOURCE_NOT_FOUND, INVALID_MODEL})
+BAD_INPUT_REASONS = frozenset({INVALID_SPEC, INVALID_ARGUMENT, SOURCE_NOT_FOUND, INVALID_MODEL})
 
 
 class ConversionError(Exception):

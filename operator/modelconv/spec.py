@@ -34,6 +34,8 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file://.+|[^:]+)$"
 FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
 RENAMED_INPUT_NAMES = frozenset({"state"})
+# 2**28 float32 elements are 1 GiB per validation sample.
+MAX_INPUT_ELEMENTS = 2**28
 
 
 class SpecModel(BaseModel):
@@ -206,6 +208,19 @@ class TensorInput(SpecModel):
                         f"dimension {index}: range {dim!r} needs 1 <= MIN < MAX"
                     )
         return shape
+
+    @model_validator(mode="after")
+    def _bounded_size(self) -> "TensorInput":
+        elements = 1
+        for _, high in self.bounds():
+            elements *= high
+        if elements > MAX_INPUT_ELEMENTS:
+            raise ValueError(
+                f"input {self.name!r} holds up to {elements} elements; validation samples are"
+                f" limited to {MAX_INPUT_ELEMENTS} elements per input: lower the shape or its"
+                " range maximum"
+            )
+        return self
 
     @property
     def is_ranged(self) -> bool:
@@ -473,8 +488,10 @@ def _field_path(location: tuple) -> str:
 
 def _first_error(error: ValidationError) -> InvalidSpec:
     details = error.errors(include_url=False)
+    # A misspelled field also makes the real one "missing"; the misspelling is the news.
+    unknown = [item for item in details if item["type"] == "extra_forbidden"]
     # Union members each report an error; the most specific one is the deepest.
-    detail = max(details, key=lambda item: len(item["loc"]))
+    detail = max(unknown or details, key=lambda item: len(item["loc"]))
     message = detail["msg"].removeprefix("Value error, ")
     if detail["type"] == "extra_forbidden":
         message = "unknown field; check its spelling against `modelconv schema`"

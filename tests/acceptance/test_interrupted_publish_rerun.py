@@ -16,6 +16,11 @@ from new_user_runs import linear_document, run_modelconv, write_document
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: conversions are not byte-reproducible, and publish refuses to"
+    " overwrite an uncommitted leftover with other bytes; the leftover must be deleted by hand",
+)
 def test_rerun_after_interrupted_publish_publishes(tmp_path):
     conversion = write_document(tmp_path / "conversion.yaml", linear_document())
 

@@ -51,8 +51,8 @@ def test_store_path_that_is_a_file_is_classified(tmp_path):
     result = run_modelconv("run", conversion, "--store", not_a_folder, cwd=tmp_path)
 
     assert_no_internal_error(result)
-    assert result.returncode in (1, 2)
-    assert "StoreUnavailable" in result.stderr or "InvalidSpec" in result.stderr
+    assert result.returncode == 2
+    assert "InvalidArgument: --store" in result.stderr
 
 
 def test_empty_store_option_is_rejected(tmp_path):
@@ -104,7 +104,7 @@ def test_workdir_that_is_a_file_is_classified(tmp_path):
 
 
 def test_junit_path_that_is_a_folder_is_classified(tmp_path):
-    # A missing source file ends the run early, and the JUnit file is written after any run.
+    # The JUnit path is checked before any stage runs, so the mistake costs no conversion.
     spec = linear_document(source={"onnx": {"uri": str(tmp_path / "missing.onnx")}})
     conversion = write_document(tmp_path / "conversion.yaml", spec)
 
@@ -113,5 +113,6 @@ def test_junit_path_that_is_a_folder_is_classified(tmp_path):
     )
 
     assert_no_internal_error(result)
-    assert "SourceNotFound" in result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "InvalidArgument: --junit" in result.stderr
 

@@ -49,7 +49,7 @@ def test_invalid_options_are_rejected(argv, message):
         config_of(*argv)
 
 
-def test_invalid_options_exit_with_code_2_and_a_message():
+def test_invalid_options_exit_with_code_2():
     result = subprocess.run([MODELCONV, "operator", "--stage-env", "oops"],
                             capture_output=True, text=True)
     assert result.returncode == 2

@@ -19,7 +19,9 @@ import sys
 import traceback
 from typing import Callable
 
-from ..errors import EXIT_FAILED, EXIT_OK, ConversionError, InvalidSpec
+from ..errors import (
+    EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, INVALID_ARGUMENT, ConversionError, InvalidSpec,
+)
 
 OUTPUT_CHOICES = ("text", "json")
 DEBUG_HINT = "rerun with `modelconv --debug ...` to see the stack trace"
@@ -185,6 +187,13 @@ def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse
                                   "message": error.message}, indent=2))
             print(f"modelconv: {error.reason}: {error.message}", file=sys.stderr)
             return error.exit_code
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`); main() exits quietly
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as error:
+            # A location that is not a release folder: the user's input, not a bug.
+            print(f"modelconv: {INVALID_ARGUMENT}: {error.filename}: {error.strerror}; give"
+                  " the folder or s3:// location of a model or release", file=sys.stderr)
+            return EXIT_BAD_INPUT
         except Exception as error:  # noqa: BLE001 - a bug: one line unless --debug
             if args.debug:
                 raise

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import ConversionError
+from ..errors import INVALID_ARGUMENT, ConversionError
 
 # Loggers of the libraries that a run drives. Their warnings are noise to users, so they are
 # silenced unless --debug is set.
@@ -145,6 +145,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     quiet_libraries(args.debug)
     try:
+        check_run_options(args)
         conversion = load_conversion(args.file)
     except ConversionError as error:
         return _report_early_failure(args, error)
@@ -181,6 +182,29 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.output == "json" and not outcome.succeeded:
         print(f"modelconv: {outcome.reason}: {outcome.message}", file=sys.stderr)
     return outcome.exit_code
+
+
+def check_run_options(args: argparse.Namespace) -> None:
+    """Reject paths that cannot work before any stage spends minutes converting."""
+    if args.store is not None and not args.store.strip():
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            "--store is empty (an unset variable?); give a folder or s3://bucket/prefix,"
+            " or leave the option out",
+        )
+    local_store = None
+    if args.store and not args.store.startswith("s3://"):
+        local_store = Path(args.store.removeprefix("file://"))
+    for option, path in (("--store", local_store), ("--workdir", args.workdir)):
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            raise ConversionError(
+                INVALID_ARGUMENT, f"{option} {path} is a file, not a folder; give a folder"
+            )
+    if args.junit is not None and args.junit.is_dir():
+        raise ConversionError(
+            INVALID_ARGUMENT, f"--junit {args.junit} is a folder; give a file name such as"
+            f" {args.junit / 'modelconv-junit.xml'}"
+        )
 
 
 def _report_early_failure(args: argparse.Namespace, error: ConversionError) -> int:

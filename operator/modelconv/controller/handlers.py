@@ -93,8 +93,8 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
 
     @kopf.on.event("v1", "pods", labels=OWNED, id=HANDLER_POD_EVENT, registry=registry)
     async def pod_event(body: Any, namespace: str, labels: Any, **kwargs: Any) -> None:
-        # Job events report a Pod's start and end; a Pod's own event matters only when it
-        # shows trouble that its Job does not (out of memory, image pulls).
+        # Job events report a Pod's start and end. A Pod's own event matters only when it
+        # shows trouble that its Job does not report (out of memory, image pulls).
         uid = labels.get(LABEL_CONVERSION_UID)
         if uid and pod_in_trouble(pod_projection(body)):
             await _reconcile_by_uid(ctl, namespace, uid, kwargs)

@@ -3,7 +3,7 @@
 For each planned stage, the first of these that applies decides:
 1. the status already records it as succeeded or failed in this run (a failed stage is not
    retried within a run: a spec change starts a new run);
-2. its Job exists: the Job and its Pods say running, succeeded or failed;
+2. its Job exists: the Job and its Pods show it running, succeeded or failed;
 3. its key has a successful `result.json` in the store: a cache hit, no Job;
 4. otherwise the stage is due: create the run's ConfigMap (once) and the stage's Job.
 
@@ -116,9 +116,10 @@ async def _from_job(ctl, run: RunPass, stage: PlannedStage, job: dict, base: dic
                           image_pull_grace=ctl.config.image_pull_grace_seconds)
     if outcome.stop:
         await ctl.delete_job(run.conversion.namespace, job["name"])
+
     if outcome.state == st.FAILED and outcome.reason in UNEXPLAINED_REASONS and stage.key:
-        # No termination message was seen (the Pod's last update may not have reached the
-        # watch yet); a stage that failed for good also writes its reason to the store.
+        # No termination message was seen, because the Pod's last update may not have reached
+        # the watch yet. A stage that failed for good also writes its reason to the store.
         result = await ctl.results.result(run.store, stage.name, stage.key)
         if result is not None and not result.get("succeeded"):
             _, reason, message = result_outcome(result)
@@ -128,6 +129,7 @@ async def _from_job(ctl, run: RunPass, stage: PlannedStage, job: dict, base: dic
     if stage.name == "train":
         return {**base, "state": st.SUCCEEDED, "runId": job["uid"], "attempts": outcome.attempts,
                 "finished": outcome.finished or run.timestamp}
+
     result = await ctl.results.result(run.store, stage.name, stage.key)
     if result is None:
         return {**base, "state": st.FAILED, "reason": st.REASON_RESULT_MISSING, "message": (
