@@ -393,10 +393,21 @@ def path_rewriter(mounts: Mapping[str, Path]) -> Callable[[str], str]:
         r"(?<![\w.\-/])(" + "|".join(re.escape(path) for path in ordered) + r")(?![\w.\-])"
     )
 
+    def replace(match: re.Match[str]) -> str:
+        # A whole path that exists on this machine is a host path that merely shares a
+        # prefix with a mount (a checkout under /tmp with an emptyDir at /tmp): keep it.
+        whole = _PATH_TOKEN.match(match.string, match.start()).group(0)
+        if whole != match.group(1) and os.path.exists(whole):
+            return match.group(0)
+        return str(mounts[match.group(1)])
+
     def rewrite(text: str) -> str:
-        return pattern.sub(lambda match: str(mounts[match.group(1)]), text)
+        return pattern.sub(replace, text)
 
     return rewrite
+
+
+_PATH_TOKEN = re.compile(r"[^\s'\"=:,;]+")
 
 
 def parse_image_command(text: str) -> tuple[str, list[str]]:

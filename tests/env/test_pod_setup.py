@@ -69,3 +69,13 @@ def test_tmp_mount_leaves_agent_path_alone(tmp_path, monkeypatch) -> None:
     launch = prepare_container(context, container, tmp_path / "attempt")
     assert launch.env["PATH"].startswith("/tmp/clone/.venv/bin:")
     assert launch.env["SCRATCH"] == str(tmp_path / "volumes" / "tmp" / "work")
+
+
+def test_existing_host_path_under_a_mount_is_kept(tmp_path) -> None:
+    # PYTHONPATH=/tmp/<checkout>/tests names the host, even when /tmp is also a mount.
+    host_folder = tmp_path / "checkout" / "tests"
+    host_folder.mkdir(parents=True)
+    mounts = {str(tmp_path): Path("/pods/p1/volumes/tmp")}
+    rewrite = path_rewriter(mounts)
+    assert rewrite(str(host_folder)) == str(host_folder)
+    assert rewrite(f"{tmp_path}/scratch") == "/pods/p1/volumes/tmp/scratch"
