@@ -33,7 +33,6 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # Local path, file:// or s3://bucket/key.
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file://.+|[^:]+)$"
 FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
-RENAMED_INPUT_NAMES = frozenset({"state"})
 # 2**28 float32 elements are 1 GiB per validation sample.
 MAX_INPUT_ELEMENTS = 2**28
 
@@ -187,15 +186,6 @@ class TensorInput(SpecModel):
     image: Optional[ImagePreprocessing] = Field(
         default=None, description="Present when the Core ML input is an image."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _not_renamed_by_coremltools(cls, name: str) -> str:
-        # coremltools 9.0 renames an input called "state" to "state_workaround", so the
-        # package's input would not match the spec.
-        if name in RENAMED_INPUT_NAMES:
-            raise ValueError(f"{name!r} is renamed by the Core ML converter; choose another name")
-        return name
 
     @field_validator("shape")
     @classmethod

@@ -203,23 +203,3 @@ def test_outcome_of_no_stage_is_not_success():
     outcome = RunOutcome(conversion=conversion(), store="s", workdir=Path("/nonexistent"))
     assert not outcome.succeeded
 
-
-def test_input_named_state_is_invalid_spec() -> None:
-    from modelconv.errors import InvalidSpec
-    from modelconv.spec import parse_conversion
-
-    document = {
-        "apiVersion": "modelconv.io/v1alpha1",
-        "kind": "ModelConversion",
-        "metadata": {"name": "vad"},
-        "spec": {
-            "source": {"onnx": {"uri": "model.onnx"}},
-            "inputs": [{"name": "state", "shape": [2, 1, 128]}],
-            "outputs": [{"name": "out"}],
-            "publish": {"model": "vad", "version": "1"},
-        },
-    }
-    with pytest.raises(InvalidSpec) as caught:
-        parse_conversion(document)
-    assert caught.value.path == "spec.inputs[0].name"
-    assert "renamed by the Core ML converter" in caught.value.message
