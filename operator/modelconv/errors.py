@@ -1,7 +1,7 @@
 """Classified failures shared by the pipeline, the store, the CLI and the controller.
 
 Every failure that a user can act on is a `ConversionError` with a CamelCase `reason` (the
-value that ends up in a status condition) and a message that says what to fix. Permanent
+value that ends up in a status condition) and a message that states what to fix. Permanent
 failures stop a run; transient ones (`permanent=False`) may be retried by whoever runs the
 stage.
 """
@@ -33,7 +33,7 @@ BAD_INPUT_REASONS = frozenset({INVALID_SPEC, INVALID_ARGUMENT, SOURCE_NOT_FOUND,
 
 
 class ConversionError(Exception):
-    """A classified failure: `reason` is CamelCase, `message` tells the user what to do."""
+    """A classified failure with a CamelCase `reason` and a `message` stating what to do."""
 
     def __init__(
         self, reason: str, message: str, *, permanent: bool = True, details: dict | None = None

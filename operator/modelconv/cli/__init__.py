@@ -1,6 +1,6 @@
 """The `modelconv` command line.
 
-Each command group lives in its own module with a `register(subparsers)` function; heavy
+Each command group lives in its own module with a `register(subparsers)` function. Heavy
 libraries (torch, onnx, coremltools) are imported inside command handlers only, so
 `modelconv operator` and `modelconv agent` start without them.
 """

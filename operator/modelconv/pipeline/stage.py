@@ -1,4 +1,4 @@
-"""The contract between a stage and whoever runs it (`modelconv run` or a stage Job).
+"""The contract between a stage and its runner (`modelconv run` or a stage Job).
 
 A stage is a function `run_<name>(context: StageContext) -> StageResult`. It reads
 `context.spec` and the files named in `context.inputs` (artifacts of earlier stages), writes
@@ -26,7 +26,7 @@ STAGES = ("train", "export", "convert", "validate", "device", "publish")
 
 @dataclasses.dataclass
 class StageContext:
-    """What a stage gets: the spec, a private work directory and earlier artifacts."""
+    """Input of a stage: the spec, a private work directory and earlier artifacts."""
 
     spec: ConversionSpec
     workdir: Path
