@@ -167,7 +167,7 @@ TABLE_HEADER = (
 )
 
 
-def section(rows: list[dict], thread_counts: list[int], runs: int) -> str:
+def section(rows: list[dict], thread_counts: list[int], runs: int, loads: tuple) -> str:
     import onnxruntime
     import torch
 
@@ -185,20 +185,25 @@ def section(rows: list[dict], thread_counts: list[int], runs: int) -> str:
         f"OMP_WAIT_POLICY was {os.environ.get('OMP_WAIT_POLICY')} (see the script's docstring).",
         "",
         f"Measured on {platform.machine()} with {os.cpu_count()} cores shared with other jobs,",
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}. Figures from a busy",
-        "machine vary by tens of percent between runs, the ratio less.",
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}. The 1-minute load",
+        f"average was {loads[0]:.1f} when the run started and {loads[1]:.1f} when it ended.",
+        "Figures from a busy machine vary by tens of percent between runs, the ratio less.",
         "",
         TABLE_HEADER,
         *[_format_row(row) for row in rows],
         "",
         *_target_lines(rows),
         "",
-        "The executor runs each MIL op as one eager torch kernel plus about 1 µs of Python,",
-        "and ONNX Runtime fuses activations into convolutions and runs its own kernels.",
-        "mobilenet_v3_small's program has about 150 elementwise ops (hard-swish and",
-        "hard-sigmoid are decomposed into add, clip and mul) on large activations, next to",
-        "52 small convolutions, which is where the gap comes from; MiniLM is dominated by",
-        "matrix multiplications, where torch and ONNX Runtime are close.",
+        "The executor runs each MIL op as eager torch kernels. Without intermediates it runs",
+        "a fused plan: chains of elementwise ops (mobilenet's hard-swish is add, clip, clip,",
+        "mul, mul) run in place on one tensor, values are freed after their last read, and",
+        "2-d convolutions run channels-last (see docs/mil-executor.md). ONNX Runtime fuses",
+        "activations into its convolutions and has no pass per elementwise op; for float16",
+        "programs the executor also casts before and after each convolution, which torch",
+        "computes in float32. MiniLM is dominated by matrix multiplications, where torch and",
+        "ONNX Runtime are close. With 2 threads on a busy 2-core machine, torch's OpenMP",
+        "threads often wait for a core at an op, so the executor gains less from a second",
+        "thread than ONNX Runtime does.",
         "",
     ]
     return "\n".join(lines)
@@ -243,11 +248,13 @@ def main(argv=None) -> int:
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     print(TABLE_HEADER, flush=True)
+    load_at_start = os.getloadavg()[0]
     rows = []
     for name, model, inputs in models():
         rows.extend(bench_model(name, model, inputs, thread_counts, args.runs))
     if not args.no_write:
-        write_section(section(rows, thread_counts, args.runs))
+        loads = (load_at_start, os.getloadavg()[0])
+        write_section(section(rows, thread_counts, args.runs, loads))
         print(f"wrote {DOC.relative_to(REPO)}")
     return 0
 

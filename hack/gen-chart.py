@@ -167,6 +167,7 @@ def operator_rule_sets() -> dict[str, list]:
     return {
         "reconcile": list(rbac.RECONCILE_RULES),
         "leaderElection": list(rbac.lease_rules(LEASE_NAME_PLACEHOLDER)),
+        "pool": list(rbac.POOL_RULES),
     }
 
 

@@ -2,6 +2,7 @@
 
 It replaces both the scheduler and the kubelet of a one-node cluster:
 - registers its Node, keeps it Ready with a status heartbeat and a Lease in kube-node-lease;
+- keeps a watch-fed copy of the cluster's pods (testenv.pod_cache), as the kubelet does;
 - binds pending pods that have no nodeName (default scheduler, nodeSelector matching the
   node's labels) to itself through the pods/binding subresource: there is no kube-scheduler;
 - runs the containers of pods bound to it as local processes (see testenv.pod_setup for how
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 from testenv.api import ApiError, KubeAPI
 from testenv.node_registration import DEFAULT_NODE_NAME, NodeRegistration
+from testenv.pod_cache import PodCache
 from testenv.pod_lifecycle import PodLifecycle
 from testenv.pod_runtime import RestartBackoff, kill_recorded_processes
 from testenv.pod_setup import (
@@ -42,7 +44,6 @@ from testenv.pod_setup import (
 log = logging.getLogger("testenv.node_agent")
 
 RESYNC_SECONDS = 1.0
-WATCH_SECONDS = 60
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 
@@ -51,18 +52,20 @@ class NodeAgent:
 
     def __init__(self, api: KubeAPI, state_dir: Path, node_name: str = DEFAULT_NODE_NAME,
                  image_commands: dict[str, list[str]] | None = None,
-                 backoff: RestartBackoff | None = None) -> None:
+                 backoff: RestartBackoff | None = None,
+                 unpullable_images: tuple[str, ...] = ()) -> None:
         self.api = api
         self.state_dir = state_dir
         self.node_name = node_name
         self.image_commands = dict(DEFAULT_IMAGE_COMMANDS if image_commands is None
                                    else image_commands)
         self.backoff = backoff or RestartBackoff()
+        self.unpullable_images = tuple(unpullable_images)
         self.pods: dict[str, PodLifecycle] = {}
         self.node = NodeRegistration(api, node_name)
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
-        self.resource_version = ""
+        self.cache = PodCache(api, self.wakeup.set)
         server = urlsplit(api.credentials.server)
         self.api_host, self.api_port = server.hostname or "127.0.0.1", server.port or 443
         (state_dir / "pods").mkdir(parents=True, exist_ok=True)
@@ -72,10 +75,13 @@ class NodeAgent:
     def run(self) -> None:
         """Register the node, then sync pods until `stopping` is set."""
         self.node.register()
-        self.sync()  # An error here ends the agent with a traceback, before it reports ready.
+        # An error here ends the agent with a traceback, before it reports ready.
+        self.cache.relist()
+        self.sync()
         (self.state_dir / "ready").write_text(str(os.getpid()))
         log.info("node %s ready; state in %s", self.node_name, self.state_dir)
-        threading.Thread(target=self._watch_pods, name="watch-pods", daemon=True).start()
+        threading.Thread(target=self.cache.run, args=(self.stopping,), name="watch-pods",
+                         daemon=True).start()
         while not self.stopping.is_set():
             self.wakeup.wait(RESYNC_SECONDS)
             self.wakeup.clear()
@@ -100,60 +106,30 @@ class NodeAgent:
                 return
             time.sleep(0.1)
 
-    def _watch_pods(self) -> None:
-        """Wake the main loop on every pod event, so it reacts without waiting to resync."""
-        # A client of its own: a requests.Session is not meant to be shared between threads.
-        api = KubeAPI(self.api.credentials)
-        self.resource_version = self._current_resource_version(api)
-        while not self.stopping.is_set():
-            try:
-                for event in api.watch("/api/v1/pods", self.resource_version, WATCH_SECONDS):
-                    if event["type"] == "ERROR":
-                        self.resource_version = ""
-                        break
-                    self.resource_version = event["object"]["metadata"]["resourceVersion"]
-                    self.wakeup.set()
-            except ApiError as error:
-                if error.status == 410:
-                    self.resource_version = ""
-                else:
-                    log.warning("pod watch failed: %s", error)
-                    self.stopping.wait(1.0)
-            except OSError as error:
-                log.warning("pod watch interrupted: %s", error)
-                self.stopping.wait(1.0)
-            if not self.resource_version:
-                self.resource_version = self._current_resource_version(api)
-
-    @staticmethod
-    def _current_resource_version(api: KubeAPI) -> str:
-        try:
-            return api.get("/api/v1/pods", limit=1)["metadata"]["resourceVersion"]
-        except (ApiError, OSError):
-            return ""
-
     # --- Pods --------------------------------------------------------------------------------
 
     def sync(self) -> None:
         """Bind unscheduled pods, bring each bound pod one step on, remove orphans."""
-        unscheduled = self.api.get("/api/v1/pods", fieldSelector="spec.nodeName=")
-        for pod in unscheduled["items"]:
+        pods = self.cache.snapshot()
+        for pod in pods:
+            if pod["spec"].get("nodeName"):
+                continue
             try:
                 self._bind_when_suitable(pod)
             except ApiError as error:
                 metadata = pod["metadata"]
                 log.warning("binding pod %s/%s failed; retrying on the next pass: %s",
                             metadata["namespace"], metadata["name"], error)
-        bound = self.api.get("/api/v1/pods", fieldSelector=f"spec.nodeName={self.node_name}")
+        bound = [pod for pod in pods if pod["spec"].get("nodeName") == self.node_name]
         now = time.time()
-        for pod in bound["items"]:
+        for pod in bound:
             try:
                 self._sync_pod(pod, now)
             except Exception:  # noqa: BLE001 - one pod's failure must not stall the others
                 metadata = pod["metadata"]
                 log.exception("sync of pod %s/%s (uid %s) failed; retrying on the next pass",
                               metadata["namespace"], metadata["name"], metadata["uid"])
-        self._remove_orphans({pod["metadata"]["uid"] for pod in bound["items"]})
+        self._remove_orphans({pod["metadata"]["uid"] for pod in bound})
 
     def _bind_when_suitable(self, pod: dict[str, Any]) -> None:
         metadata, spec = pod["metadata"], pod["spec"]
@@ -214,6 +190,7 @@ class NodeAgent:
             image_commands=self.image_commands,
             resolve=self._resolve,
             request_token=self._request_token,
+            unpullable_images=self.unpullable_images,
         )
         lifecycle = PodLifecycle(pod, self._pod_dir(pod), context, self.backoff,
                                  self.wakeup.set)
@@ -234,13 +211,14 @@ class NodeAgent:
         body = {"metadata": {"resourceVersion": metadata["resourceVersion"]}, "status": status}
         path = f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}/status"
         try:
-            self.api.merge_patch(path, body)
+            written = self.api.merge_patch(path, body)
         except ApiError as error:
             # 409: the pod changed since it was read; the next pass writes from the new one.
             if error.status not in (404, 409):
                 raise
             self.wakeup.set()
             return
+        self.cache.store_written(metadata["resourceVersion"], written)
         if status["phase"] != current.get("phase"):
             log.info("pod %s/%s is %s", metadata["namespace"], metadata["name"], status["phase"])
 
@@ -320,6 +298,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="entry point for images matching the fnmatch PATTERN, used when "
                              "a container sets no command (repeatable; adds to the default "
                              f"{DEFAULT_IMAGE_COMMANDS})")
+    parser.add_argument("--unpullable-image", action="append", default=[], metavar="PATTERN",
+                        help="fnmatch PATTERN of image references this node cannot pull: their "
+                             "containers wait with ErrImagePull and ImagePullBackOff "
+                             "(repeatable; images from registry hosts under .invalid never "
+                             "pull)")
     parser.add_argument("--restart-backoff", type=float, default=1.0, metavar="SECONDS",
                         help="first delay before restarting a container; doubles, at most 10x")
     parser.add_argument("--keep-containers-on-exit", action="store_true",
@@ -336,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         image_commands[pattern] = command
     backoff = RestartBackoff(args.restart_backoff, args.restart_backoff * 10)
     agent = NodeAgent(KubeAPI.from_kubeconfig(args.kubeconfig), args.state_dir.resolve(),
-                      args.node_name, image_commands, backoff)
+                      args.node_name, image_commands, backoff, tuple(args.unpullable_image))
 
     def request_stop(signum: int, frame: object) -> None:
         log.info("received signal %d; stopping", signum)

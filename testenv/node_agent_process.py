@@ -26,11 +26,13 @@ class NodeAgentProcess:
 
     def __init__(self, kubeconfig: Path, node_name: str = DEFAULT_NODE_NAME,
                  image_commands: dict[str, str] | None = None,
-                 restart_backoff: float = 1.0) -> None:
+                 restart_backoff: float = 1.0,
+                 unpullable_images: tuple[str, ...] = ()) -> None:
         self.kubeconfig = kubeconfig
         self.node_name = node_name
         self.image_commands = dict(image_commands or {})
         self.restart_backoff = restart_backoff
+        self.unpullable_images = tuple(unpullable_images)
         self.state_dir = Path(tempfile.mkdtemp(prefix="modelconv-node-agent-"))
         # Registered as a whole: removing the state folder alone would orphan containers.
         register_cleanup(self.stop)
@@ -57,6 +59,8 @@ class NodeAgentProcess:
                 "--keep-containers-on-exit"]
         for pattern, command in self.image_commands.items():
             argv += ["--image-command", f"{pattern}={command}"]
+        for pattern in self.unpullable_images:
+            argv += ["--unpullable-image", pattern]
         self.process = ManagedProcess("node-agent", argv, self.log_path, cwd=REPO_ROOT)
         process = self.process
         wait_until(lambda: ready_file.exists() and ready_file.read_text() == str(process.pid),

@@ -112,6 +112,9 @@ class PodLifecycle:
             restarts = len(container.attempts) - 1
             if now < parse_time(finished["finishedAt"]) + self.backoff.delay(restarts):
                 return
+        if container.current is None and not container.image_present(
+                now, self.backoff, self.context.unpullable_images):
+            return
         if container.waiting and container.waiting[0] == "CreateContainerConfigError":
             if now < self.next_config_try:
                 return

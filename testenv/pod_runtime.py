@@ -11,6 +11,10 @@ Each run of a container is an attempt with its own folder under the pod's state 
         start-error          written by container_shim.py when the command cannot start
         terminated-by-agent  written by the agent before it sends SIGTERM
         killed               written by the agent before it sends SIGKILL
+        memory-limit         the container's memory limit in bytes, enforced by the shim
+        fixed-mounts.json    container path -> local folder, bind-mounted by the shim
+        oom-killed           written by container_shim.py when it killed the command for
+                             exceeding the memory limit
         terminated.json      the final state, written once by the agent
 
 Everything the pod status needs is in these files, so an agent that restarts rebuilds the
@@ -33,6 +37,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testenv.container_limits import (
+    MEMORY_LIMIT_FILE,
+    OOM_KILLED_FILE,
+    memory_limit_bytes,
+    pull_failure,
+)
 from testenv.pod_setup import ContainerConfigError, ContainerLaunch
 
 SHIM = Path(__file__).with_name("container_shim.py")
@@ -148,6 +158,8 @@ class Attempt:
             exit_code = int(exit_path.read_text())
             finished = exit_path.stat().st_mtime
             reason = "Completed" if exit_code == 0 else "Error"
+            if (self.dir / OOM_KILLED_FILE).exists():
+                reason = "OOMKilled"
         except (OSError, ValueError):
             # No exit code: the agent killed the shim with SIGKILL, or SIGTERM reached the
             # shim before it could handle it, or the process vanished while no agent watched.
@@ -222,6 +234,9 @@ class ContainerRuntime:
         numbers = sorted(int(child.name) for child in directory.iterdir() if child.name.isdigit())
         self.attempts = [Attempt(directory / str(number)) for number in numbers]
         self.waiting: tuple[str, str] | None = ("ContainerCreating", "")
+        # Failed pulls of the image so far, and when the next one may be tried (time.time()).
+        self.pull_failures = 0
+        self.next_pull_at = 0.0
 
     @property
     def current(self) -> Attempt | None:
@@ -233,6 +248,25 @@ class ContainerRuntime:
     def finished(self) -> dict[str, Any] | None:
         """Return the current attempt's terminated state, or None when none has ended."""
         return self.current.terminated() if self.current else None
+
+    def image_present(self, now: float, backoff: RestartBackoff,
+                      unpullable: tuple[str, ...]) -> bool:
+        """Pull the image when due; return whether it is present, else set the waiting reason.
+
+        As with the kubelet, a failed pull shows ErrImagePull, and the wait before the next
+        try shows ImagePullBackOff. The waits double, as the restart back-off does.
+        """
+        image = self.spec.get("image") or ""
+        failure = pull_failure(image, unpullable)
+        if failure is None:
+            return True
+        if now < self.next_pull_at:
+            self.waiting = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            return False
+        self.next_pull_at = now + backoff.delay(self.pull_failures)
+        self.pull_failures += 1
+        self.waiting = ("ErrImagePull", failure)
+        return False
 
     def mark_lost(self) -> None:
         """Record that the container ran but no process or record of it is left."""
@@ -257,6 +291,12 @@ class ContainerRuntime:
             raise
         policy = self.spec.get("terminationMessagePolicy") or "File"
         (attempt_dir / "termination-policy").write_text(policy)
+        limit = memory_limit_bytes(self.spec)
+        if limit is not None:
+            (attempt_dir / MEMORY_LIMIT_FILE).write_text(str(limit))
+        if launch.fixed_mounts:
+            mounts = {path: str(folder) for path, folder in launch.fixed_mounts.items()}
+            (attempt_dir / "fixed-mounts.json").write_text(json.dumps(mounts))
         attempt = Attempt(attempt_dir)
         attempt.start(launch, wake)
         self.attempts.append(attempt)

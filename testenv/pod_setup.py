@@ -16,6 +16,10 @@ folders, and paths inside the container are rewritten to those folders.
 - Paths: each volumeMount's mountPath, and the terminationMessagePath, is replaced by its
   local folder or file wherever it appears as a path in command, args, env values and
   workingDir. A program that builds such a path from pieces at run time is not rewritten.
+- Fixed paths: a volume at the ServiceAccount folder
+  /var/run/secrets/kubernetes.io/serviceaccount, which clients open without an argument
+  naming it, is also bind-mounted there in a mount namespace of the container's own (see
+  container_shim.py), when the agent may create one.
 - Working directory: `workingDir` after rewriting, when it exists on this machine.
   Otherwise that path is created under the pod's `rootfs/`. Without one, `rootfs/` itself.
 
@@ -33,7 +37,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,9 @@ DEFAULT_IMAGE_COMMANDS = {"*modelconv-stage*": ["modelconv"]}
 # Variables a container inherits from the agent's environment when it does not set them.
 PASSED_THROUGH_ENV = ("HOME", "LANG", "LC_ALL", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+# Container paths that programs open without a flag or variable naming them: Kubernetes
+# clients look for in-cluster credentials here. container_shim.py bind-mounts only paths under /run.
+FIXED_MOUNT_PATHS = ("/var/run/secrets/kubernetes.io/serviceaccount",)
 
 Resolve = Callable[[str, str, str], dict[str, Any] | None]
 
@@ -58,6 +65,8 @@ class ContainerLaunch:
     env: dict[str, str]
     cwd: Path
     termination_message_file: Path
+    # Container path -> local folder, for the mounts at FIXED_MOUNT_PATHS.
+    fixed_mounts: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +84,8 @@ class PodContext:
     # request_token(pod, audience, expiration_seconds) returns a bound ServiceAccount token.
     request_token: Callable[[dict[str, Any], str | None, int], str]
     mounts: dict[str, Path] | None = None
+    # fnmatch patterns of images that this node cannot pull (see testenv.container_limits).
+    unpullable_images: tuple[str, ...] = ()
 
 
 def prepare_container(context: PodContext, container: dict[str, Any],
@@ -100,7 +111,8 @@ def prepare_container(context: PodContext, container: dict[str, Any],
     argv = [rewrite(expand(part, env)) for part in container_command(context, container)]
     argv[0] = _locate_program(argv[0], env["PATH"], container["name"])
     cwd = _working_dir(context.pod_dir, rewrite(container.get("workingDir") or ""))
-    return ContainerLaunch(argv, env, cwd, termination_file)
+    fixed = {path: mounts[path] for path in FIXED_MOUNT_PATHS if path in mounts}
+    return ContainerLaunch(argv, env, cwd, termination_file, fixed)
 
 
 def container_command(context: PodContext, container: dict[str, Any]) -> list[str]:

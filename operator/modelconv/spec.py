@@ -33,6 +33,43 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # Local path, file:// or s3://bucket/key.
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file://.+|[^:]+)$"
 FACTORY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+FEATURE_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+STORE_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+|[^:]+)$"
+MACOS_VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)?$"
+CHIP_PATTERN = r"^[a-z0-9]{1,16}$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+KUBERNETES_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+# What each pattern allows, in words: error messages show these, never the pattern itself.
+PATTERN_DESCRIPTIONS = {
+    RANGE_PATTERN: "a whole number or a range MIN..MAX, e.g. 1..512",
+    MODEL_NAME_PATTERN: (
+        "1 to 63 characters: lowercase letters, digits, '.', '_' and '-', starting and ending"
+        " with a letter or digit"
+    ),
+    VERSION_PATTERN: (
+        "1 to 64 characters: letters, digits, '.', '_', '+' and '-', starting and ending with"
+        " a letter or digit, e.g. 1.0.0"
+    ),
+    CHANNEL_PATTERN: (
+        "1 to 32 characters: lowercase letters, digits and '-', starting and ending with a"
+        " letter or digit, e.g. stable"
+    ),
+    SHA256_PATTERN: "a SHA-256 digest: 64 lowercase hexadecimal characters",
+    URI_PATTERN: "a local path, file:///path or s3://bucket/key",
+    FACTORY_PATTERN: "module:attribute, e.g. torchvision.models:mobilenet_v3_small",
+    FEATURE_NAME_PATTERN: (
+        "1 to 64 letters, digits and '_', not starting with a digit (a name valid in ONNX and"
+        " Core ML)"
+    ),
+    STORE_PATTERN: "s3://bucket/prefix, file:///dir or a local directory",
+    MACOS_VERSION_PATTERN: "a macOS version such as 14 or 14.4",
+    CHIP_PATTERN: "1 to 16 lowercase letters or digits, e.g. m2",
+    QUANTITY_PATTERN: "a Kubernetes quantity such as 500m, 2 or 4Gi",
+    KUBERNETES_NAME_PATTERN: (
+        "a Kubernetes name: 1 to 63 lowercase letters, digits and '-', starting and ending"
+        " with a letter or digit"
+    ),
+}
 # 2**28 float32 elements are 1 GiB per validation sample.
 MAX_INPUT_ELEMENTS = 2**28
 
@@ -170,7 +207,7 @@ class TensorInput(SpecModel):
     """One model input."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Input name in ONNX and Core ML."
+        pattern=FEATURE_NAME_PATTERN, description="Input name in ONNX and Core ML."
     )
     shape: list[Dim] = Field(min_length=0, max_length=8, description="Dimensions, outermost first.")
     dtype: Literal["float32", "float16", "int32", "int64", "bool"] = Field(
@@ -240,7 +277,7 @@ class TensorOutput(SpecModel):
     """One model output, in the order the model returns them."""
 
     name: str = Field(
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Output name in ONNX and Core ML."
+        pattern=FEATURE_NAME_PATTERN, description="Output name in ONNX and Core ML."
     )
 
 
@@ -308,10 +345,10 @@ class DeviceCheck(SpecModel):
         description="Compute units to measure.",
     )
     minimum_macos: Optional[str] = Field(
-        default=None, pattern=r"^[0-9]+(\.[0-9]+)?$", description="Lowest macOS version, e.g. 14."
+        default=None, pattern=MACOS_VERSION_PATTERN, description="Lowest macOS version, e.g. 14."
     )
     chip: Optional[str] = Field(
-        default=None, pattern=r"^[a-z0-9]{1,16}$", description="Chip family label, e.g. m2."
+        default=None, pattern=CHIP_PATTERN, description="Chip family label, e.g. m2."
     )
 
 
@@ -347,7 +384,7 @@ class PublishSettings(SpecModel):
     store: Optional[str] = Field(
         default=None,
         max_length=2048,
-        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.+|[^:]+)$",
+        pattern=STORE_PATTERN,
         description=(
             "Release store: s3://bucket/prefix, file:///dir or a local directory. "
             "`modelconv run --store` overrides it."
@@ -372,7 +409,7 @@ class PublishSettings(SpecModel):
 # --- cluster-only settings --------------------------------------------------------------
 
 Quantity = Annotated[
-    Union[int, Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")]],
+    Union[int, Annotated[str, Field(pattern=QUANTITY_PATTERN)]],
     Field(description="A Kubernetes quantity, e.g. 500m, 2, 4Gi."),
 ]
 
@@ -442,7 +479,7 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    name: str = Field(pattern=KUBERNETES_NAME_PATTERN)
     namespace: Optional[str] = None
 
 
@@ -482,12 +519,28 @@ def _first_error(error: ValidationError) -> InvalidSpec:
     unknown = [item for item in details if item["type"] == "extra_forbidden"]
     # Union members each report an error; the most specific one is the deepest.
     detail = max(unknown or details, key=lambda item: len(item["loc"]))
-    message = detail["msg"].removeprefix("Value error, ")
-    if detail["type"] == "extra_forbidden":
-        message = "unknown field; check its spelling against `modelconv schema`"
-    elif detail["type"] == "missing":
-        message = "required field is missing"
-    return InvalidSpec(_field_path(detail["loc"]), message)
+    return InvalidSpec(_field_path(detail["loc"]), describe_error(detail))
+
+
+def describe_error(detail: dict) -> str:
+    """Return the message of one pydantic error detail in words a user can act on."""
+    kind = detail["type"]
+    value = detail.get("input")
+    if kind == "extra_forbidden":
+        return "unknown field; check its spelling against `modelconv schema`"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "string_pattern_mismatch":
+        allowed = PATTERN_DESCRIPTIONS.get(detail.get("ctx", {}).get("pattern"), "")
+        value_text = repr(value)[:80]
+        return f"{value_text} is invalid: use {allowed}" if allowed else f"{value_text} is invalid"
+    if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        # YAML reads 1.0 as a float and 1 as an integer; the field needs a string.
+        return (
+            f"must be a string, but YAML read the number {value!r}; quote the value as you"
+            f" wrote it, e.g. \"{value}\""
+        )
+    return detail["msg"].removeprefix("Value error, ")
 
 
 def parse_conversion(document: object) -> ModelConversion:

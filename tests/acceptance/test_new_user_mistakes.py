@@ -116,3 +116,56 @@ def test_junit_path_that_is_a_folder_is_classified(tmp_path):
     assert result.returncode == 2
     assert "InvalidArgument: --junit" in result.stderr
 
+
+
+def test_unsupported_store_scheme_is_a_usage_error(tmp_path):
+    conversion = write_document(tmp_path / "conversion.yaml", linear_document())
+
+    result = run_modelconv("run", conversion, "--store", "ftp://example.invalid/models",
+                           cwd=tmp_path)
+
+    assert_no_internal_error(result)
+    assert result.returncode == 2, result.stderr
+    output = result.stdout + result.stderr
+    assert "InvalidArgument" in output
+    assert "s3://bucket/prefix" in output
+
+
+def test_onnx_source_that_is_a_directory_says_so(tmp_path):
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    document = linear_document(source={"onnx": {"uri": str(folder)}})
+    conversion = write_document(tmp_path / "conversion.yaml", document)
+
+    result = run_modelconv("run", conversion, "--store", tmp_path / "releases", cwd=tmp_path)
+
+    assert_no_internal_error(result)
+    assert result.returncode == 2, result.stderr
+    output = result.stdout + result.stderr
+    assert f"{folder} is a directory" in output
+    assert "file not found" not in output
+
+
+def test_unquoted_version_gets_a_hint_to_quote_it(tmp_path):
+    conversion = write_document(tmp_path / "conversion.yaml", linear_document())
+    text = conversion.read_text().replace("version: 1.0.0", "version: 1.0")
+    assert "version: 1.0\n" in text
+    conversion.write_text(text)
+
+    result = run_modelconv("run", conversion, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "spec.publish.version" in result.stderr
+    assert 'quote the value as you wrote it, e.g. "1.0"' in result.stderr
+
+
+def test_invalid_names_are_described_in_words(tmp_path):
+    document = linear_document(publish={"model": "My/Model", "version": "1.0.0"})
+    conversion = write_document(tmp_path / "conversion.yaml", document)
+
+    result = run_modelconv("run", conversion, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "lowercase letters, digits" in result.stderr
+    assert "pattern" not in result.stderr
+    assert "^[" not in result.stderr

@@ -4,13 +4,9 @@ The operator pod runs on the test node agent as a local process, started from th
 own command line (`modelconv operator ...`), so the listen addresses are set to loopback and
 the ports to free ones.
 
-NOTE: a process on the node agent cannot read the pod's ServiceAccount token at
-/var/run/secrets/kubernetes.io/serviceaccount, because the agent rewrites mount paths only
-in command lines and environment values, and the operator reads that fixed path. So the
-tests hand the operator the same identity another way: a TokenRequest token of the chart's
-operator ServiceAccount, in a kubeconfig mounted through the chart's extraVolumes, named by
-KUBECONFIG in extraEnv. The operator falls back to KUBECONFIG when no in-cluster token
-exists, so it runs under exactly the chart's RBAC.
+The operator logs in as the chart's ServiceAccount: the node agent mounts the pod's token at
+the standard /var/run/secrets/kubernetes.io/serviceaccount path, so the tests run it under
+exactly the chart's RBAC.
 """
 
 from __future__ import annotations
@@ -31,7 +27,6 @@ from chart_rendering import CHART, find, render_chart
 from testenv.api import ApiError, KubeAPI
 from testenv.processes import free_port, wait_until
 from testenv.s3 import ACCESS_KEY_ID, SECRET_ACCESS_KEY
-from testenv.service_accounts import issue_service_account_kubeconfig
 from value_sets import VALUE_SETS
 
 SERVICE_MONITOR_CRD = Path(__file__).with_name("servicemonitor-crd.yaml")
@@ -121,34 +116,6 @@ def adopt_existing_crds(kube_api: KubeAPI, release: str, namespace: str) -> None
             "labels": {"app.kubernetes.io/managed-by": "Helm"},
             "annotations": {"meta.helm.sh/release-name": release,
                             "meta.helm.sh/release-namespace": namespace}}})
-
-
-KUBECONFIG_MOUNT = "/var/run/modelconv/kubeconfig"
-
-
-def operator_identity_values(kube_api: KubeAPI, namespace: str, release: str,
-                             workdir: Path) -> dict:
-    """Create the operator's ServiceAccount ahead of helm (which adopts it), store a kubeconfig
-    for it in a Secret, and return the values that mount it (see the module docstring)."""
-    name = f"{release}-modelconv"
-    kube_api.post(f"/api/v1/namespaces/{namespace}/serviceaccounts", {
-        "apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "Helm"},
-                     "annotations": {"meta.helm.sh/release-name": release,
-                                     "meta.helm.sh/release-namespace": namespace}},
-    })
-    kubeconfig = issue_service_account_kubeconfig(kube_api, namespace, name,
-                                                  workdir / f"{name}.kubeconfig")
-    kube_api.post(f"/api/v1/namespaces/{namespace}/secrets", {
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{name}-kubeconfig"},
-        "data": {"config": base64.b64encode(kubeconfig.read_bytes()).decode()},
-    })
-    return {
-        "extraVolumes": [{"name": "kubeconfig", "secret": {"secretName": f"{name}-kubeconfig"}}],
-        "extraVolumeMounts": [{"name": "kubeconfig", "mountPath": KUBECONFIG_MOUNT,
-                               "readOnly": True}],
-        "extraEnv": [{"name": "KUBECONFIG", "value": f"{KUBECONFIG_MOUNT}/config"}],
-    }
 
 
 def install_values(namespace: str, s3_endpoint: str, bucket: str) -> dict:
@@ -262,11 +229,10 @@ def leftover_objects(kube_api: KubeAPI, namespace: str, release: str) -> list[st
 
 
 def test_chart_installs_upgrades_and_uninstalls_cleanly(helm, kube_api, namespace, node_agent,
-                                                        s3_server, s3_bucket, tmp_path):
+                                                        s3_server, s3_bucket):
     release = f"mc-{secrets.token_hex(3)}"
     fullname = f"{release}-modelconv"
     values = install_values(namespace, s3_server.endpoint_url, s3_bucket)
-    values |= operator_identity_values(kube_api, namespace, release, tmp_path)
     create_credentials_secret(kube_api, namespace)
     adopt_existing_crds(kube_api, release, namespace)
 
@@ -318,10 +284,9 @@ def linear_conversion(name: str) -> dict:
 
 
 def test_installed_operator_makes_a_conversion_ready(helm, kube_api, namespace, node_agent,
-                                                     s3_server, s3_bucket, tmp_path):
+                                                     s3_server, s3_bucket):
     release = f"mc-{secrets.token_hex(3)}"
     values = install_values(namespace, s3_server.endpoint_url, s3_bucket)
-    values |= operator_identity_values(kube_api, namespace, release, tmp_path)
     create_credentials_secret(kube_api, namespace)
     adopt_existing_crds(kube_api, release, namespace)
     helm.run("install", release, str(CHART), "--namespace", namespace,

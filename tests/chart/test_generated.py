@@ -77,16 +77,19 @@ def test_rendered_operator_rules_equal_the_controllers_rbac(rendered_sets):
 
     reconcile = [rule.as_policy_rule() for rule in rbac.RECONCILE_RULES]
     lease = [rule.as_policy_rule() for rule in rbac.lease_rules("modelconv")]
+    pool = [rule.as_policy_rule() for rule in rbac.POOL_RULES]
     for name in ("default", "namespaced"):
         roles = operator_rules(rendered_sets[name])
-        by_scope = {(role["kind"], role["namespace"]): role["rules"] for role in roles}
-        assert by_scope[("Role", "modelconv-system")] == lease
+        by_scope = {(role["kind"], role["namespace"], role["name"]): role["rules"]
+                    for role in roles}
+        assert by_scope.pop(("Role", "modelconv-system", "modelconv-leader-election")) == lease
+        assert by_scope.pop(("Role", "modelconv-system", "modelconv-pool")) == pool
         if name == "default":
-            assert by_scope.pop(("ClusterRole", None)) == reconcile
+            assert by_scope.pop(("ClusterRole", None, "modelconv")) == reconcile
         else:
-            assert by_scope.pop(("Role", "team-a")) == reconcile
-            assert by_scope.pop(("Role", "team-b")) == reconcile
-        assert list(by_scope) == [("Role", "modelconv-system")]
+            assert by_scope.pop(("Role", "team-a", "modelconv")) == reconcile
+            assert by_scope.pop(("Role", "team-b", "modelconv")) == reconcile
+        assert by_scope == {}
 
 
 def test_rule_comments_give_each_rules_reason(gen_chart):

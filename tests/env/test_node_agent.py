@@ -3,6 +3,7 @@ kube-controller-manager's Job controller, and the agent survives its own restart
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -371,3 +372,95 @@ def test_container_python_is_virtualenv_python(kube_api: KubeAPI, namespace: str
     assert finished["status"]["phase"] == "Succeeded"
     assert node_agent.container_log(namespace, "which-python").strip() == sys.prefix
 
+
+
+def test_memory_limit_ends_container_as_oomkilled(kube_api: KubeAPI, namespace: str,
+                                                  node_agent: NodeAgentProcess) -> None:
+    # Touches 256 MiB (bytes multiplication writes every page), then waits to be killed.
+    code = "import time; block = b'x' * (256 * 2**20); time.sleep(120)"
+    pod = _pod("greedy", code, resources={"limits": {"memory": "64Mi"}})
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    finished = _wait_for_pod(kube_api, namespace, "greedy", "Succeeded", "Failed")
+    pgid = node_agent.container_pid(namespace, "greedy")
+
+    assert finished["status"]["phase"] == "Failed"
+    assert _terminated(finished)["reason"] == "OOMKilled"
+    assert _terminated(finished)["exitCode"] == 137
+    assert not _group_alive(pgid)
+
+
+def test_memory_within_limit_completes(kube_api: KubeAPI, namespace: str,
+                                       node_agent: NodeAgentProcess) -> None:
+    code = "import time; block = b'x' * (16 * 2**20); time.sleep(1)"
+    pod = _pod("modest", code, resources={"limits": {"memory": "256Mi"}})
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
+
+    finished = _wait_for_pod(kube_api, namespace, "modest", "Succeeded", "Failed")
+
+    assert finished["status"]["phase"] == "Succeeded"
+    assert _terminated(finished)["reason"] == "Completed"
+
+
+def test_unpullable_image_keeps_pod_waiting(kube_api: KubeAPI, namespace: str,
+                                            node_agent: NodeAgentProcess) -> None:
+    image = "registry.invalid/team/app:1"
+    pod = _pod("no-image", "print('never')", image=image)
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", pod)
+    path = f"/api/v1/namespaces/{namespace}/pods/no-image"
+    reasons: dict[str, str] = {}
+
+    def reported_both() -> bool:
+        statuses = (kube_api.get(path).get("status") or {}).get("containerStatuses") or []
+        waiting = statuses[0]["state"].get("waiting") or {} if statuses else {}
+        if waiting.get("reason"):
+            reasons[waiting["reason"]] = waiting.get("message") or ""
+        return {"ErrImagePull", "ImagePullBackOff"} <= set(reasons)
+
+    wait_until(reported_both, POD_TIMEOUT, "ErrImagePull and then ImagePullBackOff")
+
+    assert "registry.invalid" in reasons["ErrImagePull"]
+    assert image in reasons["ImagePullBackOff"]
+    assert set(reasons) <= {"ContainerCreating", "ErrImagePull", "ImagePullBackOff"}
+    current = kube_api.get(path)
+    assert current["status"]["phase"] == "Pending"
+    assert current["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def _mount_namespaces_allowed() -> bool:
+    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+
+
+SELF_REVIEW = """
+import json, os, ssl, urllib.request
+folder = "/var/run/secrets/kubernetes.io/serviceaccount"
+token = open(f"{folder}/token").read()
+namespace = open(f"{folder}/namespace").read()
+context = ssl.create_default_context(cafile=f"{folder}/ca.crt")
+url = ("https://" + os.environ["KUBERNETES_SERVICE_HOST"] + ":"
+       + os.environ["KUBERNETES_SERVICE_PORT"]
+       + "/apis/authentication.k8s.io/v1/selfsubjectreviews")
+body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+request = urllib.request.Request(url, data=body.encode(), method="POST", headers={
+    "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+review = json.load(urllib.request.urlopen(request, context=context))
+print(namespace, review["status"]["userInfo"]["username"])
+"""
+
+
+@pytest.mark.skipif(not _mount_namespaces_allowed(),
+                    reason="the agent needs CAP_SYS_ADMIN to mount the token at its fixed path")
+def test_service_account_token_is_at_its_fixed_path(kube_api: KubeAPI, namespace: str,
+                                                    node_agent: NodeAgentProcess) -> None:
+    host_folder = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+    existed = host_folder.exists()
+    # No volume of its own: the API server's ServiceAccount admission adds the token volume.
+    kube_api.post(f"/api/v1/namespaces/{namespace}/pods", _pod("in-cluster", SELF_REVIEW))
+
+    finished = _wait_for_pod(kube_api, namespace, "in-cluster", "Succeeded", "Failed")
+    log = node_agent.container_log(namespace, "in-cluster", "main")
+
+    assert finished["status"]["phase"] == "Succeeded", log
+    assert f"{namespace} system:serviceaccount:{namespace}:default" in log
+    # The mount stays inside the container's namespace: the host's folders are unchanged.
+    assert host_folder.exists() == existed

@@ -69,6 +69,30 @@ def test_conv_with_a_weight_computed_at_run_time(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("strides,groups", [([1, 1], 1), ([2, 2], 1), ([1, 1], 2)])
+def test_pointwise_conv_of_a_one_pixel_image(tmp_path, strides, groups):
+    # Squeeze-and-excitation blocks apply 1x1 kernels to a 1x1 image; with one group the
+    # executor computes them as a matrix product.
+    x = random((3, 4, 1, 1), seed=24)
+    weight = random((6, 4 // groups, 1, 1), seed=25)
+    bias = random((6,), seed=26)
+    (result,) = run_ops(tmp_path, lambda x: mb.conv(x=x, weight=weight, bias=bias,
+                                                      strides=strides, groups=groups), {"x": x})
+    expected = conv(x, weight, bias, strides, [(0, 0)] * 2, [1, 1], groups)
+    assert result.shape == (3, 6, 1, 1)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_output_is_c_ordered(tmp_path):
+    # 2-d convolutions compute in channels-last layout; callers still get C-ordered arrays.
+    x = random((1, 3, 5, 5), seed=27)
+    weight = random((4, 3, 3, 3), seed=28)
+    (result,) = run_ops(tmp_path, lambda x: mb.conv(x=x, weight=weight), {"x": x})
+    assert result.flags["C_CONTIGUOUS"]
+    np.testing.assert_allclose(result, conv(x, weight, None, [1, 1], [(0, 0)] * 2, [1, 1], 1),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_conv_in_fp16_rounds_the_output(tmp_path):
     x = random((1, 3, 6, 6), seed=18)
     weight = random((4, 3, 3, 3), seed=19)

@@ -22,6 +22,8 @@ import operator_harness as harness  # noqa: E402
 @pytest.fixture(scope="session")
 def modelconv_crd(kube_api):
     harness.install_crd(kube_api)
+    # The device stage creates CoreMLChecks in the pool namespace.
+    harness.install_crd(kube_api, harness.CHECK_CRD_FILE)
 
 
 @pytest.fixture

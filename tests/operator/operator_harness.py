@@ -20,6 +20,7 @@ from testenv.processes import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO_ROOT / "crds" / "modelconversion.yaml"
+CHECK_CRD_FILE = REPO_ROOT / "crds" / "coremlcheck.yaml"
 MODELCONV = str(Path(sys.executable).parent / "modelconv")
 GROUP_PATH = "/apis/modelconv.io/v1alpha1"
 OPERATOR_ACCOUNT = "modelconv-operator"
@@ -29,9 +30,9 @@ STORE_SECRET = "store-credentials"
 RUN_TIMEOUT = 420.0
 
 
-def install_crd(api: KubeAPI) -> None:
-    """Create or update the ModelConversion CRD and wait until it is established."""
-    crd = yaml.safe_load(CRD_FILE.read_text())
+def install_crd(api: KubeAPI, crd_file: Path = CRD_FILE) -> None:
+    """Create or update a CRD (default: ModelConversion) and wait until it is established."""
+    crd = yaml.safe_load(crd_file.read_text())
     path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
     try:
         api.post(path, crd)
@@ -47,14 +48,15 @@ def install_crd(api: KubeAPI) -> None:
         return any(item["type"] == "Established" and item["status"] == "True"
                    for item in status.get("conditions") or [])
 
-    wait_until(established, 60, "the ModelConversion CRD to be established")
+    wait_until(established, 60, f"the CRD {crd['metadata']['name']} to be established")
     # The API server serves a new CRD a moment after it is established.
-    wait_until(lambda: _lists(api), 60, "ModelConversions to be served")
+    plural = crd["spec"]["names"]["plural"]
+    wait_until(lambda: _lists(api, plural), 60, f"{plural} to be served")
 
 
-def _lists(api: KubeAPI) -> bool:
+def _lists(api: KubeAPI, plural: str) -> bool:
     try:
-        api.get(f"{GROUP_PATH}/modelconversions")
+        api.get(f"{GROUP_PATH}/{plural}")
     except ApiError:
         return False
     return True
@@ -62,7 +64,8 @@ def _lists(api: KubeAPI) -> bool:
 
 def grant_operator_rbac(api: KubeAPI, namespace: str, lease_name: str) -> None:
     """Bind the operator's ServiceAccount to exactly the rules of modelconv.controller.rbac."""
-    rules = rbac.RECONCILE_RULES + rbac.lease_rules(lease_name)
+    # The runner pool is the operator's own namespace here (--pool-namespace defaults to it).
+    rules = rbac.RECONCILE_RULES + rbac.lease_rules(lease_name) + rbac.POOL_RULES
     role = rbac.role("Role", OPERATOR_ACCOUNT, rules, namespace)
     binding = rbac.binding("RoleBinding", OPERATOR_ACCOUNT, OPERATOR_ACCOUNT, OPERATOR_ACCOUNT,
                            namespace, namespace)
@@ -129,13 +132,22 @@ class OperatorHarness:
         return f"s3://{self.bucket}/releases"
 
     def start(self, identity: str = "replica-a", *extra: str) -> OperatorProcess:
-        argv = [
-            MODELCONV, "operator",
-            "--kubeconfig", str(self.kubeconfig),
+        argv = [MODELCONV, "operator", "--kubeconfig", str(self.kubeconfig),
+                "--identity", identity, *self.operator_args(*extra)]
+        env = {key: value for key, value in os.environ.items() if not key.startswith("KUBE")}
+        env.update(self.s3_env)
+        # The operator reads the store with its own credentials, as it would in a cluster.
+        process = OperatorProcess(argv, env, self.log_dir / f"operator-{identity}-"
+                                  f"{len(self.processes)}.log")
+        self.processes.append(process)
+        return process
+
+    def operator_args(self, *extra: str) -> list[str]:
+        """Return the arguments of `modelconv operator` but the credentials and identity."""
+        return [
             "--namespace", self.namespace,
             "--lease-namespace", self.namespace,
             "--lease-name", self.lease_name,
-            "--identity", identity,
             "--store", self.store,
             "--store-secret", STORE_SECRET,
             "--s3-endpoint", self.s3_env["AWS_ENDPOINT_URL"],
@@ -147,13 +159,6 @@ class OperatorHarness:
             "--log-format", "text",
             *extra,
         ]
-        env = {key: value for key, value in os.environ.items() if not key.startswith("KUBE")}
-        env.update(self.s3_env)
-        # The operator reads the store with its own credentials, as it would in a cluster.
-        process = OperatorProcess(argv, env, self.log_dir / f"operator-{identity}-"
-                                  f"{len(self.processes)}.log")
-        self.processes.append(process)
-        return process
 
     def stop_all(self) -> None:
         for process in self.processes:

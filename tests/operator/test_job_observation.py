@@ -6,8 +6,6 @@ import datetime
 import json
 
 from modelconv.controller import observe
-from modelconv.controller.device import device_outcome
-from modelconv.spec import ConversionSpec
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
@@ -151,29 +149,6 @@ def test_result_outcome_reads_result_json():
     assert observe.result_outcome({"succeeded": True, "message": "ok"}) == ("Succeeded", "", "ok")
     assert observe.result_outcome({"succeeded": False, "reason": "UnsupportedOperator",
                                    "message": "op x"}) == ("Failed", "UnsupportedOperator", "op x")
-
-
-def spec_with_device(required: bool) -> ConversionSpec:
-    return ConversionSpec.model_validate({
-        "source": {"factory": {"entrypoint": "m:f"}},
-        "inputs": [{"name": "x", "shape": [1]}], "outputs": [{"name": "o"}],
-        "publish": {"model": "m", "version": "1"},
-        "validation": {"device": {"enabled": True, "required": required}},
-    })
-
-
-def test_optional_device_check_is_skipped_without_runners():
-    result = device_outcome(spec_with_device(required=False))
-    assert result.state == "Skipped"
-    assert result.reason == "Skipped"
-    assert "required is false" in result.message
-
-
-def test_required_device_check_fails_with_no_runner_available():
-    result = device_outcome(spec_with_device(required=True))
-    assert result.state == "Failed"
-    assert result.reason == "NoRunnerAvailable"
-    assert "required: false" in result.message
 
 
 def test_pod_in_trouble_only_for_oom_and_image_pulls():

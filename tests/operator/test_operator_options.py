@@ -55,3 +55,19 @@ def test_invalid_options_exit_with_code_2():
     assert result.returncode == 2
     assert "--stage-env 'oops': expected NAME=VALUE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_in_cluster_server_from_service_env(monkeypatch):
+    import kopf
+
+    from modelconv.controller.kube import _in_cluster_server
+
+    info = kopf.ConnectionInfo(server="https://kubernetes.default.svc", token="token")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    assert _in_cluster_server(info).server == "https://10.96.0.1:6443"
+    assert _in_cluster_server(info).token == "token"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "fd00::1")
+    assert _in_cluster_server(info).server == "https://[fd00::1]:6443"
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    assert _in_cluster_server(info).server == "https://kubernetes.default.svc"

@@ -41,6 +41,10 @@ class RecordingKube:
         self.created.append(body)
         return body
 
+    async def get(self, path: str, **params) -> dict:
+        # Reads find nothing, as in a cluster without the CoreMLCheck CRD.
+        raise ApiError(404, "NotFound", f"{path} not found", "GET", path)
+
     async def delete(self, path: str, *, propagation: str = "Background") -> dict:
         self.deleted.append(path.rsplit("/", 1)[-1])
         return {}
@@ -61,6 +65,10 @@ class StoreResults:
 
     async def result(self, store: str, stage: str, key: str):
         return self.results.get((stage, key))
+
+    def store(self, url: str) -> object:
+        # No S3 store, so the device stage finds that it cannot presign URLs.
+        return object()
 
     async def source_version(self, spec) -> str:
         return ""
@@ -236,3 +244,92 @@ def test_missing_store_is_reported(controller):
     ready = last_status(bare)["conditions"][0]
     assert ready["reason"] == "StoreNotConfigured"
     assert "--store" in ready["message"]
+
+
+def failed_job(ctl, stage: str) -> dict:
+    """Return the projection of the created Job of `stage`, failed for good (exit code 2)."""
+    job = finished_job(ctl, stage)
+    job["conditions"] = [{"type": "Failed", "status": "True", "reason": "PodFailurePolicy",
+                          "message": "exit code 2"}]
+    job["failed"], job["succeeded"] = 1, 0
+    return job
+
+
+def with_retry(conversion: dict, value: str) -> dict:
+    conversion["metadata"]["annotations"] = {"modelconv.io/retry": value}
+    return conversion
+
+
+def test_retry_annotation_restarts_a_failed_run(controller):
+    run(controller, body())
+    export = finished_job(controller, "export")
+    key = last_status(controller)["stages"]["export"]["key"]
+    controller.results.results[("export", key)] = {"succeeded": True, "message": "exported"}
+    run(controller, body(), jobs=[export])
+    convert = failed_job(controller, "convert")
+    run(controller, body(), jobs=[export, convert])
+    failed = last_status(controller)
+    assert failed["stages"]["convert"]["state"] == "Failed"
+
+    run(controller, with_retry(body(), "1"), jobs=[export, convert])
+    retried = last_status(controller)
+    assert retried["runHash"] != failed["runHash"]
+    assert retried["observedGeneration"] == 1
+    assert (retried["retry"], retried["retries"]) == ("1", 1)
+    # The finished stage keeps its record; the failed one runs again under a new Job name.
+    assert retried["stages"]["export"] == failed["stages"]["export"]
+    assert retried["stages"]["convert"]["state"] == "Running"
+    new_convert = controller.kube.jobs_created()[-1]
+    assert new_convert.startswith("mlp-convert-")
+    assert new_convert != convert["name"]
+    # The failed run's Jobs and ConfigMap are deleted.
+    assert convert["name"] in controller.kube.deleted
+    assert export["name"] in controller.kube.deleted
+    assert any(name.startswith("mlp-run-") for name in controller.kube.deleted)
+
+    # The same value again starts nothing.
+    created = len(controller.kube.created)
+    run(controller, with_retry(body(), "1"))
+    assert len(controller.kube.created) == created
+    assert last_status(controller)["retries"] == 1
+
+
+def test_retry_annotation_ignored_without_failure(controller):
+    run(controller, with_retry(body(), "1"))
+    first = last_status(controller)
+    assert first["retry"] == "1"
+    assert "retries" not in first
+
+    # A value set while the stage runs is recorded and restarts nothing, then or later.
+    run(controller, with_retry(body(), "2"))
+    assert last_status(controller)["retry"] == "2"
+    export = failed_job(controller, "export")
+    run(controller, with_retry(body(), "2"), jobs=[export])
+    failed = last_status(controller)
+    assert failed["stages"]["export"]["state"] == "Failed"
+    assert failed["runHash"] == first["runHash"]
+    assert len(controller.kube.jobs_created()) == 1
+
+
+def test_config_map_failed_alone_is_retried(controller):
+    kube = controller.kube
+    create = kube.create
+    failures = []
+
+    async def config_map_fails_once(path: str, manifest: dict) -> dict:
+        if manifest["kind"] == "ConfigMap" and not failures:
+            failures.append(path)
+            raise ApiError(500, "InternalError", "etcd request timed out", "POST", path)
+        return await create(path, manifest)
+
+    kube.create = config_map_fails_once
+    with pytest.raises(ApiError):
+        run(controller, body())
+    assert [item["kind"] for item in kube.created] == ["Job"]
+
+    # The Job exists and its Pod waits for the ConfigMap: the next pass creates it.
+    export = finished_job(controller, "export")
+    export["conditions"], export["succeeded"], export["active"] = [], 0, 1
+    run(controller, body(), jobs=[export])
+    assert [item["kind"] for item in kube.created] == ["Job", "ConfigMap"]
+    assert len(kube.jobs_created()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -147,9 +148,27 @@ def test_version_published_by_another_tool_is_refused(tmp_path):
 def test_unsupported_store_fails_before_any_stage(tmp_path):
     outcome = run_pipeline(conversion(), store="ftp://example.invalid/models",
                            workdir=tmp_path / "work")
-    assert outcome.reason == "StoreUnavailable"
-    assert outcome.exit_code == 1
+    assert outcome.reason == "InvalidArgument"
+    assert outcome.exit_code == 2
     assert "s3://bucket/prefix" in outcome.message
+
+
+def test_unwritable_store_fails_before_any_stage(tmp_path):
+    store = tmp_path / "read-only"
+    store.mkdir()
+    if subprocess.run(["chattr", "+i", str(store)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    events = RecordedEvents()
+    try:
+        outcome = run_pipeline(conversion(), store=str(store), workdir=tmp_path / "work",
+                               observer=events)
+    finally:
+        subprocess.run(["chattr", "-i", str(store)], check=True)
+
+    assert outcome.reason == "AccessDenied"
+    assert outcome.exit_code == 1
+    assert "cannot write to the store folder" in outcome.message
+    assert events.of("stage_started") == []
 
 
 def test_store_defaults_to_spec_then_local_folder():

@@ -175,6 +175,28 @@ def test_report_html_shows_histograms_timings_and_ladder():
     assert "0.0004" in page
 
 
+def test_report_html_names_the_core_ml_executor():
+    page = render_html(build_report(spec(), results(), {}, name="two-outputs"))
+    text = re.sub(r"<[^>]+>", "", page)
+
+    source = "Core ML program executed by the reference executor (fp16 emulated)"
+    assert f"Core ML figures: {source}" in text
+    assert "<td>Core ML program, reference executor (fp16 emulated)</td>" in page
+    assert "<td>ONNX Runtime</td>" in page
+    # A bare "coreml" runtime label reads as if Apple's Core ML runtime had run.
+    assert "<td>coreml</td>" not in page
+    assert "coreml ·" not in text
+
+
+def test_report_html_of_an_fp32_program_says_fp32():
+    stages = results()
+    stages[2].metrics["coreml_source"] = "Core ML program executed by the reference executor (fp32)"
+    page = render_html(build_report(spec(), stages, {}, name="two-outputs"))
+
+    assert "<td>Core ML program, reference executor (fp32)</td>" in page
+    assert "fp16 emulated" not in page
+
+
 def test_report_html_escapes_messages():
     bad = results(validate_passed=False)
     bad[2].message = "<script>alert(1)</script>"

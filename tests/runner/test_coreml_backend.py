@@ -132,3 +132,24 @@ def test_coreml_predicts_on_every_unit(tiny_model, tmp_path):
         comparisons = compare_samples(unit.outputs, tiny_model.outputs,
                                       Tolerances(atol=1e-2, rtol=1e-2, min_cosine=0.99))
         assert all(item.passed for item in comparisons), comparisons
+
+
+def test_feature_names_follow_the_names_coremltools_gave():
+    from modelconv.runner.backends.coreml import coreml_feature_names
+
+    def float32_array(kind):
+        kind.multiArrayType.dataType = 65568
+
+    description = _description(("state_workaround", float32_array))
+    output = description.output.add()
+    output.name = "y"
+    request = BackendRequest(
+        package=None, samples=[{"state": np.zeros((1, 4), np.float32)}], compute_units=[],
+        warmup_runs=0, measured_runs=1, workdir=None, output_names=["y"])
+
+    names = coreml_feature_names(description, request)
+
+    feed = feed_for(description, names.feed(request.samples[0]))
+    assert list(feed) == ["state_workaround"]
+    assert feed["state_workaround"].dtype == np.float32
+    assert names.by_spec_name({"y": np.ones(2)}).keys() == {"y"}

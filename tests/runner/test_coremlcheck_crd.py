@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,19 @@ CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "coremlcheck.yaml"
 def test_checked_in_crd_matches_the_models():
     assert CRD_FILE.read_text() == render_crd(), (
         "crds/coremlcheck.yaml is stale: run "
-        "python -m modelconv.runner.crd > crds/coremlcheck.yaml"
+        "modelconv crd --kind coremlcheck > crds/coremlcheck.yaml"
     )
+
+
+def test_crd_command_prints_either_crd_or_both():
+    modelconv = [sys.executable, "-c", "import sys, modelconv.cli; sys.exit(modelconv.cli.main())",
+                 "crd", "--kind"]
+    printed = subprocess.run([*modelconv, "coremlcheck"], capture_output=True, text=True,
+                             check=True).stdout
+    assert printed == CRD_FILE.read_text()
+    both = subprocess.run([*modelconv, "all"], capture_output=True, text=True, check=True).stdout
+    names = [document["metadata"]["name"] for document in yaml.safe_load_all(both) if document]
+    assert names == ["modelconversions.modelconv.io", "coremlchecks.modelconv.io"]
 
 
 def test_crd_has_status_subresource_and_printer_columns():

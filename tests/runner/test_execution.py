@@ -172,3 +172,35 @@ def test_reference_backend_is_safe_across_threads(tiny_model, tmp_path):
         unit = run.units[0]
         assert unit.failure_reason is None, unit.failure_message
         np.testing.assert_allclose(unit.outputs[0]["y"], tiny_model.outputs[0]["y"], atol=1e-5)
+
+
+def test_reference_backend_feeds_an_input_that_coremltools_renamed(tmp_path):
+    """coremltools declares an input named `state` as `state_workaround`; samples keep `state`."""
+    import coremltools as ct
+    import torch
+
+    from modelconv.runner.backends import BackendRequest
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2).eval()
+    example = torch.randn(1, 4)
+    converted = ct.convert(
+        torch.jit.trace(model, example), inputs=[ct.TensorType(name="state", shape=(1, 4))],
+        outputs=[ct.TensorType(name="y")], convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32, minimum_deployment_target=ct.target.iOS16,
+    )
+    package = tmp_path / "model.mlpackage"
+    converted.save(str(package))
+    sample = {"state": example.numpy()}
+    with torch.no_grad():
+        expected = model(example).numpy()
+
+    backend = ReferenceBackend()
+    backend.prepare()
+    run = backend.run(BackendRequest(
+        package=package, samples=[sample], compute_units=[], warmup_runs=0, measured_runs=1,
+        workdir=tmp_path, output_names=["y"]))
+
+    unit = run.units[0]
+    assert unit.failure_reason is None, unit.failure_message
+    np.testing.assert_allclose(unit.outputs[0]["y"], expected, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -360,21 +361,107 @@ def test_stop_before_index_update_is_repaired_by_retry(store_location, tmp_path:
     assert catalog.channels["stable"].version == "1.0.0"
 
 
-def test_leftover_file_with_other_bytes_fails_clearly(store, tmp_path: Path) -> None:
+def test_leftover_file_with_other_bytes_is_taken_over(store, tmp_path: Path) -> None:
     files = release_files(tmp_path / "files", seed=16)
     leftover = write_random_file(tmp_path / "old.onnx", 2048, seed=99)
     store.put_file("mobilenet/1.0.0/model.onnx", leftover)
+    onnx_sha256 = hashlib.sha256(files["model.onnx"].read_bytes()).hexdigest()
+
+    release = publish(store, files)
+
+    entry = release.files["model.onnx"]
+    assert release.created
+    assert entry["sha256"] == onnx_sha256
+    assert entry["key"] == f"objects/sha256-{onnx_sha256}/model.onnx"
+    assert "key" not in release.files["model.mlpackage.zip"]
+    stored = store.get_bytes(f"mobilenet/1.0.0/{entry['key']}")
+    assert stored == files["model.onnx"].read_bytes()
+    # Once the manifest exists, the plain name contains the published bytes as well.
+    assert store.get_bytes("mobilenet/1.0.0/model.onnx") == files["model.onnx"].read_bytes()
+    jsonschema.validate(release.manifest, MANIFEST_SCHEMA)
+    assert verify_release(store, "mobilenet", "1.0.0").unlisted == ()
+
+
+def test_interrupted_takeover_is_never_visible_and_retry_completes(
+    store_location, tmp_path: Path
+) -> None:
+    kind, location = store_location
+    leftovers = release_files(tmp_path / "leftovers", seed=40)
+    files = release_files(tmp_path / "files", seed=41)
+    store = open_store(str(location))
+    store.put_file("mobilenet/1.0.0/model.mlpackage.zip", leftovers["model.mlpackage.zip"])
+    store.put_file("mobilenet/1.0.0/model.onnx", leftovers["model.onnx"])
+    interrupted = interrupted_store(kind, location)
+    interrupted.fail_file, interrupted.fail_after = "model.onnx", 1000
+    interrupted.start_observing("mobilenet", "1.0.0")
+
+    with pytest.raises(OSError, match="simulated read failure"):
+        publish(interrupted, files)
+
+    for view in interrupted.views + [interrupted.reader_view()]:
+        assert view["manifest"] is None
+        assert view["verified"] == RELEASE_NOT_FOUND
+    # A third attempt with yet other bytes takes the version over again and completes it.
+    final = release_files(tmp_path / "final", seed=42)
+    release = publish(store, final)
+    assert release.created
+    assert verify_release(store, "mobilenet", "1.0.0").ok
+    for name, path in final.items():
+        assert store.get_bytes(f"mobilenet/1.0.0/{name}") == path.read_bytes()
+
+
+class ManifestRaceMixin:
+    """Store mixin: right before this publisher writes its manifest, `rival` publishes the
+    same version with other files, so the rival takes over the files this one stored."""
+
+    rival = None
+
+    def put_bytes(self, key, data, **options):
+        if key.endswith("/manifest.json") and self.rival is not None:
+            rival, self.rival = self.rival, None
+            rival()
+        return super().put_bytes(key, data, **options)
+
+
+def test_publisher_that_loses_the_manifest_race_lists_nothing(
+    store_location, tmp_path: Path
+) -> None:
+    kind, location = store_location
+    mine = release_files(tmp_path / "mine", seed=50)
+    theirs = release_files(tmp_path / "theirs", seed=51)
+    if kind == "s3":
+        raced = type("RacedS3Store", (ManifestRaceMixin, S3Store), {}).from_url(location)
+    else:
+        raced = type("RacedFolder", (ManifestRaceMixin, FolderStore), {})(location)
+    rival_store = open_store(str(location))
+    rival_releases = []
+    raced.rival = lambda: rival_releases.append(publish(rival_store, theirs))
 
     with pytest.raises(ConversionError) as failure:
-        publish(store, files)
+        publish(raced, mine)
 
-    message = failure.value.message
     assert failure.value.reason == VERSION_EXISTS
-    assert "mobilenet/1.0.0/model.onnx exists with other bytes" in message
-    assert "it is not published" in message
-    assert "delete" in message
-    assert store.get_bytes("mobilenet/1.0.0/model.onnx") == leftover.read_bytes()
-    assert read_manifest(store, "mobilenet", "1.0.0") is None
+    assert len(rival_releases) == 1
+    manifest = read_manifest(rival_store, "mobilenet", "1.0.0").document
+    for name, path in theirs.items():
+        assert manifest["files"][name]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert manifest["files"][name]["key"].startswith("objects/sha256-")
+        assert rival_store.get_bytes(f"mobilenet/1.0.0/{name}") == path.read_bytes()
+    assert verify_release(rival_store, "mobilenet", "1.0.0").ok
+
+
+def test_manifest_key_outside_objects_is_rejected(folder_store, tmp_path: Path) -> None:
+    publish(folder_store, release_files(tmp_path / "files", seed=52))
+    manifest_path = folder_store.root / "mobilenet" / "1.0.0" / "manifest.json"
+    document = json.loads(manifest_path.read_text())
+    document["files"]["model.onnx"]["key"] = "../../other/1.0.0/model.onnx"
+    manifest_path.write_text(json.dumps(document))
+
+    with pytest.raises(ConversionError) as failure:
+        read_manifest(folder_store, "mobilenet", "1.0.0")
+
+    assert failure.value.reason == INTEGRITY_FAILED
+    assert "optional key under objects/" in failure.value.message
 
 
 def test_leftover_file_with_same_bytes_is_kept(store, tmp_path: Path) -> None:

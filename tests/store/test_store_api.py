@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from modelconv.errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, ConversionError
+from modelconv.errors import (
+    ACCESS_DENIED, INTEGRITY_FAILED, INVALID_ARGUMENT, STORE_UNAVAILABLE, ConversionError,
+)
 from modelconv.store import ObjectNotFound, open_store
 from modelconv.store.folder import TEMP_PREFIX, FolderStore
 from modelconv.store.s3 import S3Store
@@ -212,8 +215,53 @@ def test_open_store_strips_prefix_slashes() -> None:
 def test_open_store_rejects_invalid_urls(url: str) -> None:
     with pytest.raises(ConversionError) as failure:
         open_store(url)
-    assert failure.value.reason == STORE_UNAVAILABLE
+    # A malformed location is a usage error (exit code 2), not an unreachable store.
+    assert failure.value.reason == INVALID_ARGUMENT
+    assert failure.value.exit_code == 2
     assert "secret" not in failure.value.message
+
+
+@pytest.fixture
+def immutable_folder(tmp_path: Path):
+    """A folder that not even root can write to (`chattr +i`), made writable again afterwards."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_unwritable_folder_store_is_found_by_check_writable(immutable_folder: Path) -> None:
+    store = open_store(str(immutable_folder))
+
+    with pytest.raises(ConversionError) as failure:
+        store.check_writable()
+
+    assert failure.value.reason == ACCESS_DENIED
+    assert "cannot write to the store folder" in failure.value.message
+    assert list(immutable_folder.iterdir()) == []
+
+
+def test_check_writable_leaves_no_probe_file(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "new" / "releases"))
+
+    store.check_writable()
+
+    assert list((tmp_path / "new" / "releases").iterdir()) == []
+
+
+def test_folder_store_under_a_file_is_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    store = open_store(str(tmp_path / "file" / "releases"))
+
+    with pytest.raises(ConversionError) as failure:
+        store.check_writable()
+
+    assert failure.value.reason == STORE_UNAVAILABLE
+    assert "is a file, not a folder" in failure.value.message
 
 
 def test_folder_list_skips_writes_in_progress(folder_store) -> None:

@@ -87,6 +87,7 @@ helm.sh/resource-policy: keep
 {{- end }}
 - --lease-name={{ include "modelconv.fullname" . }}
 - --lease-namespace={{ .Release.Namespace }}
+- --pool-namespace={{ include "modelconv.runnerNamespace" . }}
 - --lease-duration={{ $election.leaseDurationSeconds }}
 - --renew-deadline={{ $election.renewDeadlineSeconds }}
 - --retry-period={{ $election.retryPeriodSeconds }}

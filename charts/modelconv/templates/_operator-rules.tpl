@@ -45,3 +45,19 @@ Each template holds the PolicyRules of one set, for a Role or a ClusterRole.
   verbs: [get, update]
   resourceNames: [{{ include "modelconv.fullname" . }}]
 {{- end -}}
+{{- define "modelconv.operatorRules.pool" -}}
+# create each run's CoreMLCheck, read its progress, and delete the checks of superseded runs and
+# deleted ModelConversions (owner references cannot cross namespaces)
+- apiGroups: [modelconv.io]
+  resources: [coremlchecks]
+  verbs: [get, list, create, delete]
+# requeue a check whose runner stopped sending heartbeats and fail one past its deadline,
+# conditioned on resourceVersion
+- apiGroups: [modelconv.io]
+  resources: [coremlchecks/status]
+  verbs: [update]
+# read the runners' Leases to report NoRunnerAvailable when no live runner matches
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [list]
+{{- end -}}

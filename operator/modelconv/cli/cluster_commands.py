@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT
 
+CRD_KINDS = ("modelconversion", "coremlcheck", "all")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -48,12 +49,16 @@ def register(subparsers) -> None:
 
     crd = subparsers.add_parser(
         "crd",
-        help="print the ModelConversion CustomResourceDefinition",
+        help="print the ModelConversion or CoreMLCheck CustomResourceDefinition",
         description=(
-            "Print the CustomResourceDefinition generated from the spec models, as in"
-            " crds/modelconversion.yaml: modelconv crd | kubectl apply -f -"
+            "Print a CustomResourceDefinition generated from the models, as in crds/:"
+            " modelconv crd | kubectl apply -f -"
         ),
     )
+    crd.add_argument("--kind", choices=CRD_KINDS, default="modelconversion",
+                     help="modelconversion (crds/modelconversion.yaml), coremlcheck "
+                          "(crds/coremlcheck.yaml, the runner pool's checks) or all, as one "
+                          "multi-document stream (default: %(default)s)")
     crd.set_defaults(func=crd_command)
 
 
@@ -78,6 +83,9 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--retry-period", type=float, default=2.0, metavar="SECONDS",
                        help="seconds between Lease renewals and acquisition attempts "
                             "(default: %(default)s)")
+    group.add_argument("--pool-namespace", default=None, metavar="NAMESPACE",
+                       help="namespace of the macOS runner pool, where the device stage creates "
+                            "CoreMLChecks (default: the Lease namespace)")
     group.add_argument("--identity", default="",
                        help="this replica's name in the Lease (default: HOSTNAME and a random "
                             "suffix)")
@@ -160,6 +168,7 @@ def operator_config(args: argparse.Namespace):
 
     if not args.retry_period < args.renew_deadline < args.lease_duration:
         raise ValueError("expected --retry-period < --renew-deadline < --lease-duration")
+    lease_namespace = args.lease_namespace or _default_lease_namespace()
     return OperatorConfig(
         stage_image=args.stage_image or DEFAULT_STAGE_IMAGE,
         stage_command=_stage_command(args.stage_command),
@@ -175,7 +184,8 @@ def operator_config(args: argparse.Namespace):
         recheck_interval=args.recheck_interval,
         image_pull_grace_seconds=args.image_pull_grace,
         lease_name=args.lease_name,
-        lease_namespace=args.lease_namespace or _default_lease_namespace(),
+        lease_namespace=lease_namespace,
+        pool_namespace=args.pool_namespace or lease_namespace,
         lease_duration_seconds=args.lease_duration,
         renew_deadline_seconds=args.renew_deadline,
         retry_period_seconds=args.retry_period,
@@ -209,6 +219,10 @@ def operator_command(args: argparse.Namespace) -> int:
 
 def crd_command(args: argparse.Namespace) -> int:
     from ..crd import render_crd
+    from ..runner.crd import render_crd as render_check_crd
 
-    sys.stdout.write(render_crd())
+    kind = getattr(args, "kind", "modelconversion")
+    texts = {"modelconversion": [render_crd()], "coremlcheck": [render_check_crd()],
+             "all": [render_crd(), render_check_crd()]}[kind]
+    sys.stdout.write("---\n".join(texts))
     return 0

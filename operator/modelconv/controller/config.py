@@ -46,6 +46,8 @@ class OperatorConfig:
     lease_duration_seconds: float = 15.0
     renew_deadline_seconds: float = 10.0
     retry_period_seconds: float = 2.0
+    # Namespace of the macOS runner pool: the device stage creates CoreMLChecks there.
+    pool_namespace: str = "default"
 
     def job_settings(self) -> dict:
         """Return the settings that shape every Job; they are part of the run hash."""

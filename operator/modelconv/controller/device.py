@@ -1,28 +1,296 @@
-"""The device stage: the on-device Core ML check by the macOS runner pool.
+"""The device stage: an on-device Core ML check by the macOS runner pool.
 
-This is the seam where the controller will create a `CoreMLCheck` for a macOS runner and
-read its result. Until the runner pool exists no runner can take a check, so:
-- spec.validation.device.required=false: the stage is skipped (DeviceVerified=False,
-  reason Skipped) and the run goes on to publish;
-- spec.validation.device.required=true: the stage fails with NoRunnerAvailable.
+The stage is no Job. On the first pass it creates a `CoreMLCheck` in the pool namespace
+(`--pool-namespace`) with presigned URLs for the converted package and the samples of the
+convert stage. On every later pass it reads the check once and makes at most one
+conditioned status write (`modelconv.runner.checks.step_check`). `device_decision` turns
+that into the DeviceVerified condition:
+- `coreml` results that all passed: DeviceVerified=True, the run goes on;
+- `mil-reference` results: DeviceVerified=False, reason ReferenceOnly, the run goes on
+  (a required check asks for the coreml backend, so a reference runner never takes it);
+- no live runner matches, the runner was lost or the deadline passed: with
+  `validation.device.required: false` DeviceVerified=False, reason Skipped, and the run
+  goes on; when required, NoRunnerAvailable while waiting and RunnerLost or
+  DeadlineExceeded at the end;
+- a model that fails on the device fails the stage either way.
+
+The check's name is deterministic (conversion name, uid and device key), so a restarted
+operator adopts the check it created before. The check gets an ownerReference only in the
+conversion's own namespace. In any other pool namespace, the operator deletes the check
+itself when the run is superseded or the conversion is deleted.
+
+Failure classes: a store that cannot presign URLs (a folder store) or a cluster that does
+not serve CoreMLChecks is permanent for the run (Skipped when not required); waiting for a
+runner is a Running record that the periodic re-check looks at again; API errors other
+than 404 and 409 propagate to Kopf's backoff.
 """
 
 from __future__ import annotations
 
-from ..spec import ConversionSpec
+import datetime
+import hashlib
+import logging
+from typing import Optional
+
+from ..runner import checks
+from ..runner.pool import RUNNER_SELECTOR, RunnerRecord, runner_from_lease
+from ..runner.resource import COREML, PLURAL, VERSION
+from ..spec import API_GROUP
 from . import status as st
-from .observe import JobOutcome
+from .kube import ApiError, lease_path
+
+log = logging.getLogger(__name__)
+
+# The store cannot hand out presigned URLs (a local folder), so no Mac can fetch the package.
+REASON_PRESIGN_UNSUPPORTED = "PresignUnsupported"
+# The API server does not serve CoreMLChecks in the pool namespace.
+REASON_POOL_MISSING = "RunnerPoolMissing"
+# Files of the convert stage that a check reads: its result.json artifact names.
+PACKAGE_ARTIFACT = "mlpackage"
+SAMPLES_ARTIFACT = "samples"
 
 
-def device_outcome(spec: ConversionSpec) -> JobOutcome:
-    """Return the outcome of the device stage for `spec`."""
-    # Not yet: create a CoreMLCheck owned by the conversion and follow its status; that needs
-    # the runner pool (`modelconv agent`), which does not exist yet.
-    if not spec.validation.device.required:
-        return JobOutcome(st.SKIPPED, st.REASON_SKIPPED, (
-            "no macOS runner pool is available yet, so the on-device check was skipped; "
-            "spec.validation.device.required is false, so the run goes on without it"))
-    return JobOutcome(st.FAILED, st.REASON_NO_RUNNER, (
-        "no macOS runner can take the on-device check (the runner pool is not available); "
-        "set spec.validation.device.required: false to publish without it, or "
-        "spec.validation.device.enabled: false to turn the check off"))
+def checks_path(namespace: str, name: str = "") -> str:
+    return (f"/apis/{API_GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+            + (f"/{name}" if name else ""))
+
+
+def check_run_key(conversion_uid: str, device_key: str) -> str:
+    """Return the run key of a conversion's check: the same for the same uid and device key."""
+    return hashlib.sha256(f"{conversion_uid}/{device_key}".encode()).hexdigest()
+
+
+def check_name_of(conversion, device_key: str) -> str:
+    """Return the CoreMLCheck name of one device stage of `conversion` (a ConversionRef)."""
+    return checks.check_name(conversion.name, check_run_key(conversion.uid, device_key))
+
+
+async def device_record(ctl, run, stage, previous: dict) -> dict:
+    """Create or follow the run's CoreMLCheck; return the device stage's record."""
+    namespace = ctl.config.pool_namespace
+    name = check_name_of(run.conversion, stage.key)
+    base = {"key": stage.key, "check": f"{namespace}/{name}",
+            "started": previous.get("started") or run.timestamp}
+    now = run.now
+
+    obj = await _read_check(ctl.kube, namespace, name)
+    if obj is None:
+        created = await _create_check(ctl, run, stage, namespace)
+        if isinstance(created, tuple):
+            return _unavailable(base, run, *created)
+        if created is None:  # deleted between a 409 and the read: create it next pass
+            return dict(base, state=st.RUNNING, attempts=0, reason=checks.CHECK_PENDING,
+                        message=f"creating CoreMLCheck {namespace}/{name}")
+        obj = created
+    step = checks.step_check(obj, now, await _runners_if_needed(ctl.kube, namespace, obj, now))
+    written = step.write is None or await _write_check_status(ctl.kube, obj, step.write)
+    evaluation = step.outcome(written)
+
+    decision = checks.device_decision(evaluation, run.spec.validation.device.required)
+    record = _record(base, evaluation, decision, run, ctl.results.store(run.store))
+    if decision.reason == checks.SKIPPED and evaluation.state == checks.NO_RUNNER_AVAILABLE:
+        # No runner took the check, and one that starts later must not run it for a run
+        # that went on without it.
+        await delete_check(ctl.kube, namespace, name)
+    if record["state"] != previous.get("state") or record.get("reason") != previous.get("reason"):
+        log.info("%s/%s: device check %s/%s: %s %s", run.conversion.namespace,
+                 run.conversion.name, namespace, name, decision.reason, decision.message)
+    return record
+
+
+def _record(base: dict, evaluation: checks.CheckEvaluation, decision: checks.DeviceDecision,
+            run, store) -> dict:
+    """Return the stage record of one decision, with the results of a finished check."""
+    record = dict(base, reason=decision.reason, message=decision.message[:4096])
+    if decision.publish is None:
+        # Attempts of a device stage are the check's claims, which a requeue adds to.
+        record.update(state=st.RUNNING, attempts=evaluation.attempts)
+        return record
+    if decision.status == "True":
+        state = st.SUCCEEDED
+    else:
+        state = st.SKIPPED if decision.publish else st.FAILED
+    record.update(state=state, finished=run.timestamp)
+    if evaluation.attempts:
+        record["attempts"] = evaluation.attempts
+    if evaluation.runner:
+        record["runner"] = evaluation.runner
+    if evaluation.results:
+        record["results"] = [_result(item) for item in evaluation.results]
+    if evaluation.report_key:
+        record["report"] = store.url_of(evaluation.report_key)
+    if evaluation.compiled_model_key:
+        record["compiledModel"] = store.url_of(evaluation.compiled_model_key)
+    return record
+
+
+def _result(result) -> dict:
+    document = result.document()
+    document.pop("message", None)
+    return document
+
+
+def _unavailable(base: dict, run, reason: str, message: str) -> dict:
+    """Return the record of a check that cannot be handed out at all."""
+    if run.spec.validation.device.required:
+        return dict(base, state=st.FAILED, reason=reason, message=message,
+                    finished=run.timestamp)
+    return dict(base, state=st.SKIPPED, reason=st.REASON_SKIPPED, finished=run.timestamp,
+                message=f"{message}; skipped because validation.device.required is false")
+
+
+def device_metrics(metrics: Optional[dict], record: Optional[dict]) -> Optional[dict]:
+    """Return `metrics` with deviceLatencyP50Ms from the coreml results of a device record."""
+    latencies = [item["latencyP50Ms"] for item in (record or {}).get("results") or []
+                 if item.get("backend") == COREML and item.get("latencyP50Ms") is not None]
+    if not latencies:
+        return metrics
+    return {**(metrics or {}), "deviceLatencyP50Ms": min(latencies)}
+
+
+# --- creating a check -------------------------------------------------------------------
+
+
+async def _create_check(ctl, run, stage, namespace: str):
+    """Create the run's check; return the object, or (reason, message) when it cannot be."""
+    from ..store.s3 import S3Store  # imported on first use, as results.py opens stores
+
+    store = ctl.results.store(run.store)
+    if not isinstance(store, S3Store):
+        return REASON_PRESIGN_UNSUPPORTED, (
+            f"the store {run.store} cannot make presigned URLs, so no macOS runner can fetch "
+            "the package; use an s3:// store (spec.publish.store or the operator's --store) "
+            "for on-device checks")
+    convert = run.plan.stage("convert")
+    result = await ctl.results.result(run.store, "convert", convert.key)
+    try:
+        objects = _check_objects(result, convert.key, stage.key,
+                                 check_name_of(run.conversion, stage.key))
+    except ValueError as error:
+        return st.REASON_RESULT_MISSING, str(error)
+    manifest = checks.check_manifest(
+        run.body, run.spec, check_run_key(run.conversion.uid, stage.key), objects,
+        checks.S3Presigner(store), namespace=namespace, now=run.now)
+    try:
+        created = await ctl.kube.create(checks_path(namespace), manifest)
+        log.info("%s/%s: created CoreMLCheck %s/%s", run.conversion.namespace,
+                 run.conversion.name, namespace, manifest["metadata"]["name"])
+        return created
+    except ApiError as error:
+        if error.not_found:
+            return REASON_POOL_MISSING, (
+                f"the API server does not serve CoreMLChecks in namespace {namespace}; apply "
+                "crds/coremlcheck.yaml (or install the chart with crds.enabled) and check "
+                "the operator's --pool-namespace")
+        if error.status == 403:
+            return REASON_POOL_MISSING, (
+                f"the operator may not create CoreMLChecks in namespace {namespace}: "
+                f"{error.message}; grant it the pool rules of modelconv.controller.rbac there "
+                "(the chart does so in runners.namespace)")
+        if not error.conflict:
+            raise
+    # Created before a restart: adopt it.
+    return await _read_check(ctl.kube, namespace, manifest["metadata"]["name"])
+
+
+def _check_objects(convert_result: Optional[dict], convert_key: str, device_key: str,
+                   name: str) -> checks.CheckObjects:
+    """Return the store keys of a check: the convert stage's package and samples, and
+    report and compiled model keys of its own under the device cache folder."""
+    artifacts = (convert_result or {}).get("artifacts") or {}
+    package, samples = artifacts.get(PACKAGE_ARTIFACT), artifacts.get(SAMPLES_ARTIFACT)
+    if not package or not samples:
+        raise ValueError(f"the convert result under .cache/convert/{convert_key} has no "
+                         f"{PACKAGE_ARTIFACT} and {SAMPLES_ARTIFACT} artifacts; delete that "
+                         "cache folder so the convert stage runs again")
+    source = f".cache/convert/{convert_key}"
+    target = f".cache/device/{device_key}/{name}"
+    return checks.CheckObjects(
+        package=f"{source}/{package['file']}", package_sha256=package.get("sha256"),
+        inputs=f"{source}/{samples['file']}", inputs_sha256=samples.get("sha256"),
+        expected_outputs=f"{source}/{samples['file']}",
+        expected_outputs_sha256=samples.get("sha256"),
+        report=f"{target}/report.json", compiled_model=f"{target}/model.mlmodelc.zip",
+    )
+
+
+# --- reading and writing checks ---------------------------------------------------------
+
+
+async def _read_check(kube, namespace: str, name: str) -> Optional[dict]:
+    try:
+        return await kube.get(checks_path(namespace, name))
+    except ApiError as error:
+        if error.not_found:
+            return None
+        raise
+
+
+async def _runners_if_needed(kube, namespace: str, obj: dict,
+                             now: datetime.datetime) -> list[RunnerRecord]:
+    """Return the live runners when the check is Pending (only then do they matter)."""
+    if not checks.needs_runners(obj, now):
+        return []
+    leases = await kube.get(lease_path(namespace), labelSelector=RUNNER_SELECTOR)
+    records = map(runner_from_lease, leases.get("items") or [])
+    return [record for record in records if record.is_live(now)]
+
+
+async def _write_check_status(kube, obj: dict, status) -> bool:
+    """Write `status` conditioned on the object's resourceVersion; False when it lost a race."""
+    metadata = obj["metadata"]
+    path = checks_path(metadata["namespace"], metadata["name"]) + "/status"
+    try:
+        await kube.replace(path, {**obj, "status": status.document()})
+    except ApiError as error:
+        if error.conflict or error.not_found:
+            return False
+        raise
+    return True
+
+
+async def delete_check(kube, namespace: str, name: str) -> None:
+    """Delete one check; a check gone already is fine."""
+    try:
+        await kube.delete(checks_path(namespace, name))
+    except ApiError as error:
+        if not error.not_found:
+            raise
+
+
+async def delete_checks_of(ctl, conversion_namespace: str, conversion_name: str,
+                           keep: Optional[str] = None) -> int:
+    """Delete the checks of a conversion in the pool namespace, except `keep`; return how many.
+
+    Checks are found by their conversion label and namespace annotation, because an owner
+    reference cannot reach across namespaces.
+    """
+    namespace = ctl.config.pool_namespace
+    try:
+        listed = await ctl.kube.get(checks_path(namespace),
+                                    labelSelector=f"{checks.CONVERSION_LABEL}={conversion_name}")
+    except ApiError as error:
+        if error.not_found:
+            return 0  # the CoreMLCheck CRD is not installed: there is nothing to delete
+        raise
+    deleted = 0
+    for item in listed.get("items") or []:
+        metadata = item["metadata"]
+        annotations = metadata.get("annotations") or {}
+        owner = annotations.get(checks.CONVERSION_NAMESPACE_ANNOTATION)
+        if owner != conversion_namespace or metadata["name"] == keep:
+            continue
+        await delete_check(ctl.kube, namespace, metadata["name"])
+        deleted += 1
+    if deleted:
+        log.info("%s/%s: deleted %d CoreMLCheck(s) in %s", conversion_namespace,
+                 conversion_name, deleted, namespace)
+    return deleted
+
+
+async def release_superseded_checks(ctl, conversion, plan) -> None:
+    """Delete the checks of earlier runs; the current run's check, if any, stays."""
+    stage = plan.stage("device")
+    keep = check_name_of(conversion, stage.key) if stage is not None and stage.key else None
+    await delete_checks_of(ctl, conversion.namespace, conversion.name, keep=keep)
+

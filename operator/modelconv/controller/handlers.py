@@ -3,7 +3,10 @@
 Every trigger reconciles the whole conversion, whatever changed:
 - the ModelConversion changed (or the operator started and listed it);
 - one of its Jobs or Pods changed (found through the conversion-uid label);
-- the periodic re-check fired (image pull grace periods, missed events, store results).
+- the periodic re-check fired (image pull grace periods, missed events, store results,
+  the progress of a device stage's CoreMLCheck).
+
+Deleting a ModelConversion also deletes its CoreMLChecks in the runner pool namespace.
 
 Kopf keeps three in-memory indexes, filled before any handler runs: conversions by
 (namespace, uid), Job projections by conversion, Pod projections by Job name. Handler and
@@ -21,6 +24,7 @@ import kopf
 from ..crd import PLURAL, VERSION
 from ..spec import API_GROUP
 from .config import OperatorConfig
+from .device import delete_checks_of
 from .jobs import LABEL_CONVERSION_UID, LABEL_MANAGED_BY, MANAGED_BY
 from .observe import job_projection, pod_in_trouble, pod_projection
 from .reconcile import Controller, reconcile
@@ -31,6 +35,7 @@ HANDLER_CONVERSION_EVENT = "conversion-event"
 HANDLER_JOB_EVENT = "job-event"
 HANDLER_POD_EVENT = "pod-event"
 HANDLER_RECHECK = "recheck"
+HANDLER_CONVERSION_DELETE = "conversion-delete"
 INDEX_CONVERSIONS = "conversions_by_uid"
 INDEX_JOBS = "jobs_by_conversion"
 INDEX_PODS = "pods_by_job"
@@ -99,6 +104,12 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
         if uid and pod_in_trouble(pod_projection(body)):
             await _reconcile_by_uid(ctl, namespace, uid, kwargs)
 
+    @kopf.on.delete(**conversions, id=HANDLER_CONVERSION_DELETE)
+    async def conversion_delete(name: str, namespace: str, **_: Any) -> None:
+        # Owner references cannot reach a CoreMLCheck in another namespace, so the checks
+        # go here, before Kopf removes its finalizer; an API error retries the handler.
+        await delete_checks_of(ctl, namespace, name)
+
     @kopf.timer(**conversions, id=HANDLER_RECHECK, interval=config.recheck_interval,
                 initial_delay=config.recheck_interval, backoff=config.recheck_interval)
     async def recheck(body: Any, namespace: str, uid: str, **kwargs: Any) -> None:
@@ -109,14 +120,28 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
     return registry
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf's diff base (the last handled spec) kept nowhere.
+
+    Kopf stores it to tell a creation from an update for on.create and on.update handlers.
+    The operator has none: reconciliation is level-based, and the delete handler depends
+    only on the deletion timestamp. Storing it would cost one PATCH per ModelConversion.
+    """
+
+    def fetch(self, *, body: Any) -> None:
+        return None
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        pass
+
+
 def operator_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     """Return Kopf's settings for the operator."""
     settings = kopf.OperatorSettings()
     # Kopf's own marks on the objects carry this project's prefix.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="modelconv.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="modelconv.io", key="last-handled-configuration")
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.posting.reporting_component = "modelconv-operator"
     settings.posting.event_name_prefix = "modelconv-"
     # Only the resources and namespaces given at start; watching CRDs and namespaces would

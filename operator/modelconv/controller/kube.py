@@ -13,6 +13,7 @@ callers check (`not_found`, `conflict`); anything else propagates to Kopf's retr
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -57,7 +58,7 @@ def login(kubeconfig: Optional[str] = None) -> kopf.ConnectionInfo:
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig
     elif (info := kopf.login_with_service_account(settings=settings)) is not None:
-        return info
+        return _in_cluster_server(info)
     info = kopf.login_with_kubeconfig(settings=settings)
     if info is None:
         raise kopf.LoginError(
@@ -65,6 +66,22 @@ def login(kubeconfig: Optional[str] = None) -> kopf.ConnectionInfo:
             "--kubeconfig, or set KUBECONFIG"
         )
     return info
+
+
+def _in_cluster_server(info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
+    """Return `info` with the API server address from KUBERNETES_SERVICE_HOST and _PORT.
+
+    Kopf's service account login names https://kubernetes.default.svc, which needs cluster
+    DNS. The kubelet sets these two variables in every container, and client-go's in-cluster
+    configuration reads them instead, so the address works without DNS too.
+    """
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return info
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return dataclasses.replace(info, server=f"https://{host}:{port}")
 
 
 class KubeClient:

@@ -2,8 +2,9 @@
 
 `RECONCILE_RULES` apply wherever the operator reconciles ModelConversions: in a ClusterRole
 when it watches all namespaces, or in a Role per watched namespace. `LEASE_RULES` apply in
-the operator's own namespace only. The Helm chart renders the same rules, and the
-end-to-end tests run the operator under a ServiceAccount bound to exactly these.
+the operator's own namespace only, and `POOL_RULES` in the runner pool namespace. The Helm
+chart renders the same rules, and the end-to-end tests run the operator under a
+ServiceAccount bound to exactly these.
 
 The operator needs no Secret access, because stage Jobs read the store Secret through
 envFrom, which the kubelet resolves. It needs no rights on Namespaces or CRDs, because Kopf's
@@ -54,6 +55,20 @@ RECONCILE_RULES = (
          "create the immutable run file of each run and delete it when the run is superseded"),
     Rule(("",), ("events",), ("create",),
          "post an Event for every stage and Ready transition"),
+)
+
+
+# Rules in the runner pool namespace (`--pool-namespace`), for the device stage.
+POOL_RULES = (
+    Rule((API_GROUP,), ("coremlchecks",), ("get", "list", "create", "delete"),
+         "create each run's CoreMLCheck, read its progress, and delete the checks of "
+         "superseded runs and deleted ModelConversions (owner references cannot cross "
+         "namespaces)"),
+    Rule((API_GROUP,), ("coremlchecks/status",), ("update",),
+         "requeue a check whose runner stopped sending heartbeats and fail one past its "
+         "deadline, conditioned on resourceVersion"),
+    Rule(("coordination.k8s.io",), ("leases",), ("list",),
+         "read the runners' Leases to report NoRunnerAvailable when no live runner matches"),
 )
 
 

@@ -11,7 +11,7 @@ the last written status only saves a stale read between a write and its watch ev
 
 Failure classes:
 - an invalid spec, an unset store or a failed stage: a condition reason, no retry until
-  the spec changes;
+  the spec changes (or, for a failed stage, the retry annotation does: see `retry`);
 - a running Job: nothing to do until its next event or the periodic re-check;
 - API or store errors: raised to Kopf, which retries the handler with backoff.
 """
@@ -34,7 +34,9 @@ from .config import OperatorConfig
 from .jobs import RUN_LABEL_LENGTH, ConversionRef, run_config_map_name
 from .kube import ApiError, KubeClient, config_maps_path, conversion_path, jobs_path
 from .metrics import OperatorMetrics
+from .device import device_metrics, release_superseded_checks
 from .results import ResultReader
+from .retry import RetryState, kept_records, retry_state
 from .stages import RunPass, run_stages
 
 log = logging.getLogger(__name__)
@@ -82,14 +84,20 @@ class Controller:
         return cached[1], cached[2]
 
     def plan_of(self, uid: str, generation: int, spec: ConversionSpec, source_version: str,
-                trained_run: Optional[str] = None) -> RunPlan:
-        """Return the plan of `spec`, computed once per generation and inputs."""
+                trained_run: Optional[str] = None, retries: int = 0) -> RunPlan:
+        """Return the plan of `spec`, computed once per generation and inputs.
+
+        `retries` (runs started by the retry annotation) is part of the run hash when set.
+        """
         plans = self.plans.setdefault(uid, {})
-        key = (generation, source_version, trained_run)
+        key = (generation, source_version, trained_run, retries)
         if key not in plans:
             if len(plans) >= MAX_PLANS_PER_CONVERSION:
                 plans.clear()
-            plans[key] = plan_run(spec, job_settings=self.config.job_settings(),
+            settings = self.config.job_settings()
+            if retries:
+                settings["retries"] = retries
+            plans[key] = plan_run(spec, job_settings=settings,
                                   source_version=source_version, trained_run=trained_run)
         return plans[key]
 
@@ -135,9 +143,12 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
         await _write_status(ctl, body, previous, status)
         return
 
-    plan, source_version, records = await _plan(ctl, conversion.uid, spec, previous, generation)
+    retry = retry_state(body, previous, generation)
+    plan, source_version, records = await _plan(ctl, conversion.uid, spec, previous, generation,
+                                                retry)
     if previous.get("runHash") and previous["runHash"] != plan.run_hash:
-        await _supersede(ctl, conversion, previous)
+        await _supersede(ctl, conversion, previous, retry)
+        await release_superseded_checks(ctl, conversion, plan)
     await _delete_stale(ctl, conversion, jobs, keep_run=plan.run_hash)
 
     current = plan.run_hash[:RUN_LABEL_LENGTH]
@@ -146,10 +157,10 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
         jobs={job["name"]: job for job in jobs if job["run"] == current},
         pods=pods, now=now,
         replan=lambda run_id: ctl.plan_of(conversion.uid, generation, spec, source_version,
-                                          run_id),
+                                          run_id, retry.retries),
     )
     await run_stages(ctl, run)
-    status = _run_status(previous, run, generation, source_version)
+    status = _run_status(previous, run, generation, source_version, retry)
     await _write_status(ctl, body, previous, status)
 
 
@@ -174,22 +185,31 @@ def parse_spec(body: Any) -> tuple[Optional[ConversionSpec], Optional[tuple[str,
 
 
 async def _plan(ctl: Controller, uid: str, spec: ConversionSpec, previous: dict,
-                generation: int) -> tuple[RunPlan, str, dict]:
-    """Return the run plan, the source version and the stage records of the same run."""
+                generation: int, retry: RetryState) -> tuple[RunPlan, str, dict]:
+    """Return the run plan, the source version and the stage records of the same run.
+
+    A run that the retry annotation starts keeps the finished records of the failed run.
+    """
     same_generation = previous.get("observedGeneration") == generation and previous.get("runHash")
-    if same_generation:
+    # A retry reads the source's version again: the source may be what was fixed.
+    if same_generation and not retry.started_now:
         source_version = previous.get("sourceVersion") or ""
     else:
         source_version = await ctl.results.source_version(spec)
-    plan = ctl.plan_of(uid, generation, spec, source_version)
-    records = dict(previous.get("stages") or {}) if previous.get("runHash") == plan.run_hash else {}
+    plan = ctl.plan_of(uid, generation, spec, source_version, retries=retry.retries)
+    if previous.get("runHash") == plan.run_hash:
+        records = dict(previous.get("stages") or {})
+    else:
+        records = kept_records(previous) if retry.started_now else {}
     trained = records.get("train") or {}
     if trained.get("state") == st.SUCCEEDED and trained.get("runId"):
-        plan = ctl.plan_of(uid, generation, spec, source_version, trained["runId"])
+        plan = ctl.plan_of(uid, generation, spec, source_version, trained["runId"],
+                           retry.retries)
     return plan, source_version, records
 
 
-async def _supersede(ctl: Controller, conversion: ConversionRef, previous: dict) -> None:
+async def _supersede(ctl: Controller, conversion: ConversionRef, previous: dict,
+                     retry: RetryState) -> None:
     """Remove the ConfigMap of the previous run; its Jobs go with `_delete_stale`."""
     name = run_config_map_name(conversion, previous["runHash"])
     try:
@@ -197,8 +217,9 @@ async def _supersede(ctl: Controller, conversion: ConversionRef, previous: dict)
     except ApiError as error:
         if not error.not_found:
             raise
-    log.info("%s/%s: run %s superseded by a spec change", conversion.namespace,
-             conversion.name, previous["runHash"][:RUN_LABEL_LENGTH])
+    cause = f"retry {retry.requested!r}" if retry.started_now else "a spec change"
+    log.info("%s/%s: run %s superseded by %s", conversion.namespace,
+             conversion.name, previous["runHash"][:RUN_LABEL_LENGTH], cause)
 
 
 async def _delete_stale(ctl: Controller, conversion: ConversionRef, jobs: list[dict],
@@ -220,8 +241,10 @@ def _stopped_status(previous: dict, problem: tuple[str, str], generation: int,
     return {"observedGeneration": generation, "stage": "Invalid", "conditions": conditions}
 
 
-def _run_status(previous: dict, run: RunPass, generation: int, source_version: str) -> dict:
-    same_run = previous.get("runHash") == run.plan.run_hash
+def _run_status(previous: dict, run: RunPass, generation: int, source_version: str,
+                retry: RetryState) -> dict:
+    # A retried run keeps the finished stages, and with them their release and metrics.
+    same_run = previous.get("runHash") == run.plan.run_hash or retry.started_now
     release = summary.release_status(run.results.get("publish"))
     if release is not None:
         release.update(model=run.spec.publish.model, version=run.spec.publish.version)
@@ -230,6 +253,7 @@ def _run_status(previous: dict, run: RunPass, generation: int, source_version: s
     metrics = summary.headline_metrics(run.results.get("validate"))
     if metrics is None and same_run:
         metrics = previous.get("metrics")
+    metrics = device_metrics(metrics, run.records.get("device"))
     names = run.plan.names
     conditions = summary.build_conditions(
         previous.get("conditions") or [], names, run.records, release,
@@ -243,6 +267,8 @@ def _run_status(previous: dict, run: RunPass, generation: int, source_version: s
         "stages": {name: _clean(record) for name, record in run.records.items()},
         "release": release,
         "metrics": metrics,
+        "retry": retry.requested,
+        "retries": retry.retries or None,
     }
     return _clean(status)
 

@@ -30,6 +30,10 @@ class ResultReader:
         self._succeeded: collections.OrderedDict[tuple, dict] = collections.OrderedDict()
         self.reads = 0
 
+    def store(self, url: str):
+        """Return the store of `url`, opened once per process."""
+        return self._store(url)
+
     def _store(self, url: str):
         from ..store import open_store  # boto3 loads with the first S3 store.
 

@@ -2,10 +2,11 @@
 
 For each planned stage, the first of these that applies decides:
 1. the status already records it as succeeded or failed in this run (a failed stage is not
-   retried within a run: a spec change starts a new run);
+   retried within a run: a spec change or the retry annotation starts a new run);
 2. its Job exists: the Job and its Pods show it running, succeeded or failed;
 3. its key has a successful `result.json` in the store: a cache hit, no Job;
-4. otherwise the stage is due: create the run's ConfigMap (once) and the stage's Job.
+4. otherwise the stage is due: create the run's ConfigMap (once) and the stage's Job, both
+   at once.
 
 The pass stops at the first stage that is running or failed. Creating an object that
 exists already (HTTP 409) adopts it, so a restarted operator never makes a twin.
@@ -13,6 +14,7 @@ exists already (HTTP 409) adopts it, so a restarted operator never makes a twin.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -23,7 +25,7 @@ from ..plan import CACHED_STAGES, PlannedStage, RunPlan
 from ..spec import ConversionSpec
 from . import jobs as manifests
 from . import status as st
-from .device import device_outcome
+from .device import device_record
 from .kube import ApiError, config_maps_path, jobs_path
 from .observe import JobOutcome, job_outcome, result_outcome
 
@@ -79,13 +81,17 @@ async def _step(ctl, run: RunPass, stage: PlannedStage) -> dict:
     if previous.get("state") in FINAL_STATES and previous.get("key") == stage.key:
         return previous
     if stage.name == "device":
-        return _from_outcome(base, device_outcome(run.spec), run)
+        return await device_record(ctl, run, stage, previous)
 
     name = manifests.job_name(run.conversion, run.plan.run_hash, stage.name)
     base.update(job=name, started=previous.get("started"), attempts=previous.get("attempts", 0))
     job = run.jobs.get(name)
     if job is not None and not job["deleting"]:
         ctl.created_jobs.pop(name, None)
+        if stage.name != "train":
+            # The ConfigMap is created along with the first Job and may have failed alone;
+            # the Job's Pod waits for it. After a restart this adopts it (409) once.
+            await _ensure_config_map(ctl, run)
         return await _from_job(ctl, run, stage, job, base)
     if ctl.created_jobs.get(name, 0.0) > time.monotonic():
         # Created moments ago and not in the watch yet: creating it again would only get 409.
@@ -163,25 +169,34 @@ def _from_outcome(base: dict, outcome: JobOutcome, run: RunPass) -> dict:
 
 
 async def _start(ctl, run: RunPass, stage: PlannedStage, base: dict) -> dict:
-    """Create the stage's Job (and the run's ConfigMap first); return a Running record."""
-    namespace = run.conversion.namespace
+    """Create the stage's Job (and at the same time the run's ConfigMap); return a Running
+    record."""
     if stage.name == "train":
         manifest = manifests.train_job(run.conversion, run.plan, stage, run.spec, ctl.config)
+        await _create_job(ctl, run, stage, manifest)
     else:
-        await _ensure_config_map(ctl, run)
         manifest = manifests.stage_job(run.conversion, run.plan, stage, run.spec, ctl.config)
+        # Both requests at once, so the first Job waits one API round trip less. The Job's
+        # Pod cannot start before its ConfigMap exists, and the kubelet retries the mount
+        # until it does. A failed ConfigMap create raises here, and the next pass retries it.
+        await asyncio.gather(_ensure_config_map(ctl, run),
+                             _create_job(ctl, run, stage, manifest))
+    return {**base, "state": st.RUNNING, "attempts": max(1, base.get("attempts") or 0),
+            "started": base.get("started") or run.timestamp}
+
+
+async def _create_job(ctl, run: RunPass, stage: PlannedStage, manifest: dict) -> None:
+    namespace, name = run.conversion.namespace, manifest["metadata"]["name"]
     try:
         await ctl.kube.create(jobs_path(namespace), manifest)
-        log.info("%s/%s: created Job %s for stage %s", namespace, run.conversion.name,
-                 base["job"], stage.name)
+        log.info("%s/%s: created Job %s for stage %s", namespace, run.conversion.name, name,
+                 stage.name)
     except ApiError as error:
         if not error.conflict:
             raise
         # Created before a restart, or by a replica that lost its lease: adopt it.
-        log.debug("Job %s/%s exists already; adopting it", namespace, base["job"])
-    ctl.created_jobs[base["job"]] = time.monotonic() + WATCH_DELAY_SECONDS
-    return {**base, "state": st.RUNNING, "attempts": max(1, base.get("attempts") or 0),
-            "started": base.get("started") or run.timestamp}
+        log.debug("Job %s/%s exists already; adopting it", namespace, name)
+    ctl.created_jobs[name] = time.monotonic() + WATCH_DELAY_SECONDS
 
 
 async def _ensure_config_map(ctl, run: RunPass) -> None:

@@ -79,6 +79,23 @@ class Condition(StatusModel):
     )
 
 
+class DeviceResult(StatusModel):
+    """The on-device outcome on one compute unit, copied from the CoreMLCheck's status."""
+
+    backend: str = Field(max_length=32, description="coreml or mil-reference.")
+    compute_unit: Optional[str] = Field(
+        default=None, max_length=32, description="Compute unit measured (coreml only)."
+    )
+    passed: bool = Field(description="Every output of every sample met the tolerances.")
+    max_abs_error: Optional[float] = Field(default=None, description="Largest absolute error.")
+    cosine: Optional[float] = Field(default=None, description="Lowest cosine similarity.")
+    latency_p50_ms: Optional[float] = Field(default=None, description="Median prediction time.")
+    latency_p90_ms: Optional[float] = Field(default=None, description="90th percentile.")
+    load_ms: Optional[float] = Field(default=None, description="Time to load the model.")
+    compile_ms: Optional[float] = Field(default=None, description="Time to compile (coreml).")
+    reason: Optional[str] = Field(default=None, max_length=64, description="Why it failed.")
+
+
 class StageStatus(StatusModel):
     """Progress of one stage in the current run."""
 
@@ -99,6 +116,23 @@ class StageStatus(StatusModel):
     )
     run_id: Optional[str] = Field(
         default=None, max_length=64, description="uid of the succeeded training Job (train only)."
+    )
+    check: Optional[str] = Field(
+        default=None, max_length=127,
+        description="namespace/name of the CoreMLCheck of the run (device only).",
+    )
+    runner: Optional[str] = Field(
+        default=None, max_length=253, description="Runner that produced the results (device only)."
+    )
+    results: Optional[list[DeviceResult]] = Field(
+        default=None, max_length=8, description="Results per compute unit (device only)."
+    )
+    report: Optional[str] = Field(
+        default=None, max_length=2048, description="Store URL of the device report (device only)."
+    )
+    compiled_model: Optional[str] = Field(
+        default=None, max_length=2048,
+        description="Store URL of the zipped .mlmodelc a runner compiled (device only).",
     )
 
 
@@ -135,6 +169,11 @@ class HeadlineMetrics(StatusModel):
     cosine: Optional[float] = Field(
         default=None, description="Smallest cosine similarity over all outputs."
     )
+    device_latency_p50_ms: Optional[float] = Field(
+        default=None,
+        description="Median Core ML prediction time on a device, fastest compute unit (coreml "
+                    "results only).",
+    )
 
 
 class ConversionStatus(StatusModel):
@@ -159,6 +198,15 @@ class ConversionStatus(StatusModel):
     stages: Optional[StagesStatus] = Field(default=None, description="Progress per stage.")
     release: Optional[ReleaseStatus] = Field(default=None, description="The published release.")
     metrics: Optional[HeadlineMetrics] = Field(default=None, description="Headline figures.")
+    retry: Optional[str] = Field(
+        default=None, max_length=136,
+        description="Value of the modelconv.io/retry annotation the operator saw last "
+        "(its sha256 when longer than 128 characters).",
+    )
+    retries: Optional[int] = Field(
+        default=None, ge=0,
+        description="Runs the retry annotation started; part of the run hash.",
+    )
 
 
 def now_rfc3339(now: Optional[datetime.datetime] = None) -> str:

@@ -29,6 +29,8 @@ def stage_condition(name: str, record: Optional[dict], waiting_for: str) -> tupl
     """Return (status, reason, message) of the condition of stage `name`."""
     state = (record or {}).get("state", st.PENDING)
     message = (record or {}).get("message") or ""
+    if record and record.get("check") and state in (st.SUCCEEDED, st.RUNNING):
+        return device_condition(record)
     if state == st.SUCCEEDED:
         if record.get("cacheHit"):
             return "True", st.REASON_CACHE_HIT, (
@@ -44,6 +46,19 @@ def stage_condition(name: str, record: Optional[dict], waiting_for: str) -> tupl
         return "Unknown", st.REASON_RUNNING, (
             f"Job {record.get('job')} is running (attempt {record.get('attempts', 1)})")
     return "Unknown", st.REASON_PENDING, f"waiting for {waiting_for}"
+
+
+def device_condition(record: dict) -> tuple[str, str, str]:
+    """Return (status, reason, message) of DeviceVerified for a stage with a CoreMLCheck.
+
+    A check waiting with no runner to take it is False (NoRunnerAvailable), not Unknown,
+    because nothing will happen until a runner comes.
+    """
+    state, reason = record["state"], record.get("reason") or st.REASON_RUNNING
+    message = record.get("message") or f"CoreMLCheck {record['check']}"
+    if state == st.SUCCEEDED:
+        return "True", reason, message
+    return ("False" if reason == st.REASON_NO_RUNNER else "Unknown"), reason, message
 
 
 def current_stage(names: tuple[str, ...], records: dict) -> str:
@@ -67,7 +82,9 @@ def ready_condition(names: tuple[str, ...], records: dict,
         reason = record.get("reason") or st.REASON_STAGE_FAILED
         return "False", reason, f"stage {stage} failed: {record.get('message') or reason}"
     if record.get("state") == st.RUNNING:
-        detail = f"stage {stage} is running (Job {record.get('job')})"
+        running = f"Job {record.get('job')}" if record.get("job") else (
+            f"CoreMLCheck {record.get('check')}: {record.get('message') or ''}".rstrip(": "))
+        detail = f"stage {stage} is running ({running})"
         return "Unknown", st.REASON_IN_PROGRESS, detail
     return "Unknown", st.REASON_IN_PROGRESS, f"stage {stage} is next"
 

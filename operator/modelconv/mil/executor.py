@@ -40,7 +40,7 @@ class LoadedProgram:
         self.is_fp16 = any(
             kind.dtype == "fp16" for node in nodes for _, kind in node.outputs
         )
-        self._plans: dict[str, ExecutionPlan] = {}
+        self._plans: dict[tuple[str, bool], ExecutionPlan] = {}
 
     @property
     def spec_version(self) -> int:
@@ -69,13 +69,19 @@ class LoadedProgram:
             found.update(plan.shape_mismatches)
         return found
 
-    def plan(self, precision: str) -> ExecutionPlan:
-        """Return the program compiled for `precision`, compiling it on first use."""
+    def plan(self, precision: str, fused: bool = True) -> ExecutionPlan:
+        """Return the program compiled for `precision`, compiling it on first use.
+
+        A fused plan (see `fusion`) gives the same results faster but keeps no intermediate
+        values, so runs that return them use the unfused plan.
+        """
         dtypes.validate_precision(precision)
-        plan = self._plans.get(precision)
+        plan = self._plans.get((precision, fused))
         if plan is None:
-            plan = ExecutionPlan(self.program, precision)
-            self._plans[precision] = plan
+            sibling = self._plans.get((precision, not fused))
+            consts = None if sibling is None else sibling.consts
+            plan = ExecutionPlan(self.program, precision, fused=fused, consts=consts)
+            self._plans[(precision, fused)] = plan
         return plan
 
     def __repr__(self) -> str:
@@ -115,7 +121,7 @@ def execute(
     output name. With `intermediates=True` the result also contains every op output by var
     name.
     """
-    plan = program.plan(precision)
+    plan = program.plan(precision, fused=not intermediates)
     env = bind_inputs(program, inputs, precision)
     with torch.inference_mode():
         plan.main.run(env)
@@ -132,7 +138,8 @@ def _op_outputs(program: LoadedProgram, env: dict) -> dict[str, Any]:
 
 def to_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
+        # Convolutions compute in channels-last layout; callers get C-ordered arrays.
+        return value.detach().cpu().contiguous().numpy()
     return np.asarray(value)
 
 

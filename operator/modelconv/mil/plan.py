@@ -17,6 +17,7 @@ import torch
 
 from . import dtypes
 from .errors import ExecutionError, MilError
+from .fusion import fuse_chains, release_after_last_use
 from .program import BlockNode, ConstRef, OpNode, Program, VarRef
 from .registry import UPCAST, OpContext, lookup
 
@@ -26,17 +27,27 @@ logger = logging.getLogger(__name__)
 
 
 class CompiledBlock:
-    """A block's ops as closures, with the names of its inputs and its output references."""
+    """A block's ops as closures, with the names of its inputs and its output references.
 
-    def __init__(self, steps, input_names, outputs, consts):
-        self.steps = steps
+    `schedule` pairs each closure with the vars to drop from the environment after it, which
+    is empty except in plans that free values after their last use.
+    """
+
+    def __init__(self, schedule, input_names, outputs, consts):
+        self.schedule = schedule
         self.input_names = input_names
         self._outputs = outputs
         self._consts = consts
 
+    @property
+    def steps(self) -> list[Callable[[Environment], None]]:
+        return [step for step, _ in self.schedule]
+
     def run(self, env: Environment) -> None:
-        for step in self.steps:
+        for step, released in self.schedule:
             step(env)
+            for name in released:
+                env.pop(name, None)
 
     def evaluate(self, env: Environment, inputs: list[Any]) -> list[Any]:
         """Bind `inputs` to the block inputs, run the block and return its outputs."""
@@ -53,13 +64,25 @@ class CompiledBlock:
 
 
 class ExecutionPlan:
-    """A program compiled for one precision."""
+    """A program compiled for one precision.
 
-    def __init__(self, program: Program, precision: str):
+    A plan compiled with `fused=True` runs chains of elementwise ops in place and drops each
+    value from the environment after its last use (see `fusion`), so a run keeps only the
+    block outputs. Its results are bit for bit those of the unfused plan.
+    """
+
+    def __init__(self, program: Program, precision: str, fused: bool = False,
+                 consts: dict[str, Any] | None = None):
         self.precision = precision
-        self.consts = {
-            name: _torch_const(name, value, precision) for name, value in program.consts.items()
-        }
+        self.fused = fused
+        # Plans of one precision can share `consts`, the program's constants as torch values,
+        # because no step writes into a constant.
+        if consts is None:
+            consts = {
+                name: _torch_const(name, value, precision)
+                for name, value in program.consts.items()
+            }
+        self.consts = consts
         self.raw_consts = dict(program.consts)
         self.var_types = program.var_types
         self.opset = program.spec_version
@@ -67,23 +90,28 @@ class ExecutionPlan:
         self.folded: set[str] = set()
         # Output var name -> message, for outputs whose shape differs from the declared one.
         self.shape_mismatches: dict[str, str] = {}
-        self.main = self.compile_block(program.block)
 
-    def compile_block(self, block: BlockNode) -> CompiledBlock:
-        steps = []
+        self.main = self.compile_block(program.block, top_level=True)
+
+    def compile_block(self, block: BlockNode, top_level: bool = False) -> CompiledBlock:
+        compiled = []
         for node in block.ops:
             step = self._compile_op(node)
             if node.op_type.startswith("constexpr_") and self._has_constant_inputs(node):
                 self._fold(step, node)
             else:
-                steps.append(step)
-        outputs = [self._resolve(ref) for ref in block.outputs]
-        return CompiledBlock(steps, block.inputs, outputs, self.consts)
+                compiled.append((node, step))
+        outputs = [self.resolve(ref) for ref in block.outputs]
+        if top_level and self.fused:
+            schedule = release_after_last_use(block, fuse_chains(self, block, compiled))
+        else:
+            schedule = [(step, ()) for _, step in compiled]
+        return CompiledBlock(schedule, block.inputs, outputs, self.consts)
 
     def _has_constant_inputs(self, node: OpNode) -> bool:
         for ref in node.inputs.values():
             for item in ref if isinstance(ref, list) else [ref]:
-                if not isinstance(self._resolve(item), ConstRef):
+                if not isinstance(self.resolve(item), ConstRef):
                     return False
         return True
 
@@ -96,7 +124,7 @@ class ExecutionPlan:
             self.raw_consts[name] = values[name]
             self.folded.add(name)
 
-    def _resolve(self, ref: VarRef | ConstRef) -> VarRef | ConstRef:
+    def resolve(self, ref: VarRef | ConstRef) -> VarRef | ConstRef:
         if isinstance(ref, VarRef) and ref.name in self.folded:
             return ConstRef(ref.name)
         return ref
@@ -106,7 +134,7 @@ class ExecutionPlan:
         context = OpContext(
             name=node.name,
             op_type=node.op_type,
-            output_dtypes=tuple(self._output_dtype(kind.dtype) for _, kind in node.outputs),
+            output_dtypes=tuple(self.output_dtype(kind.dtype) for _, kind in node.outputs),
             output_shapes=tuple(kind.shape for _, kind in node.outputs),
             precision=self.precision,
             opset=self.opset,
@@ -139,7 +167,7 @@ class ExecutionPlan:
         kind = self.var_types.get(var_name)
         return kind is not None and kind.shape is not None and None not in kind.shape
 
-    def _output_dtype(self, mil_dtype: str) -> torch.dtype | None:
+    def output_dtype(self, mil_dtype: str) -> torch.dtype | None:
         if mil_dtype == "unknown" or mil_dtype == "str":
             return None
         return dtypes.torch_dtype(mil_dtype, self.precision)
@@ -152,23 +180,23 @@ class ExecutionPlan:
         for argument, ref in node.inputs.items():
             is_param = argument in params
             if isinstance(ref, list):
-                items = [self._tuple_item(self._resolve(item), is_param) for item in ref]
+                items = [self._tuple_item(self.resolve(item), is_param) for item in ref]
                 if all(is_const for is_const, _ in items):
                     static[argument] = [value for _, value in items]
                 else:
                     tuples.append((argument, is_param, items))
-            elif isinstance(self._resolve(ref), ConstRef):
-                static[argument] = self._const_input(ref.name, is_param)
+            elif isinstance(self.resolve(ref), ConstRef):
+                static[argument] = self.const_value(ref.name, is_param)
             else:
                 dynamic.append((argument, ref.name, is_param))
         return static, dynamic, tuples
 
     def _tuple_item(self, ref: VarRef | ConstRef, is_param: bool) -> tuple[bool, Any]:
         if isinstance(ref, ConstRef):
-            return True, self._const_input(ref.name, is_param)
+            return True, self.const_value(ref.name, is_param)
         return False, ref.name
 
-    def _const_input(self, name: str, is_param: bool) -> Any:
+    def const_value(self, name: str, is_param: bool) -> Any:
         if is_param:
             return python_value(self.raw_consts[name])
         return self.consts[name]
@@ -183,18 +211,36 @@ def _make_step(
     shape_checks = [_shape_check(None if kind is None else kind.shape) for _, kind in outputs]
     single = len(outputs) == 1
 
+    if upcast:
+        # Constant inputs are widened once here; run-time inputs on every call.
+        static = {name: _upcast(value) for name, value in static.items()}
+        tuples = [
+            (argument, is_param, [(is_const, _upcast(value) if is_const else value)
+                                  for is_const, value in items])
+            for argument, is_param, items in tuples
+        ]
+
+    if single and not tuples and not runs_blocks and not any(p for _, _, p in dynamic):
+        return _make_single_output_step(
+            function, context, static, [(argument, var) for argument, var, _ in dynamic],
+            upcast, outputs[0], shape_mismatches,
+        )
+
     def step(env: Environment) -> None:
         arguments = dict(static)
         for argument, var, is_param in dynamic:
             value = env[var]
-            arguments[argument] = python_value(value) if is_param else value
+            if is_param:
+                value = python_value(value)
+            elif upcast:
+                value = _upcast(value)
+            arguments[argument] = value
         for argument, is_param, items in tuples:
-            arguments[argument] = [
+            values = [
                 value if is_const else _tuple_value(env[value], is_param)
                 for is_const, value in items
             ]
-        if upcast:
-            arguments = {name: _upcast(value) for name, value in arguments.items()}
+            arguments[argument] = _upcast(values) if upcast else values
         if runs_blocks:
             arguments["env"] = env
         try:
@@ -226,6 +272,51 @@ def _make_step(
             if check is not None:
                 check(context, name, value, shape_mismatches)
             env[name] = value
+
+    return step
+
+
+def _make_single_output_step(function, context, static, dynamic, upcast, output,
+                             shape_mismatches):
+    """Build the step of the common op: one output, tensor inputs and constants only.
+
+    It does what the general step does with fewer checks on the way: a fully static declared
+    shape is compared in one test, and the detailed check runs only when that test fails.
+    """
+    name, kind = output
+    dtype = context.output_dtypes[0]
+    check = _shape_check(None if kind is None else kind.shape)
+    static_shape = None
+    if kind is not None and kind.shape is not None and None not in kind.shape:
+        static_shape = torch.Size(kind.shape)
+
+    def step(env: Environment) -> None:
+        arguments = dict(static)
+        for argument, var in dynamic:
+            arguments[argument] = _upcast(env[var]) if upcast else env[var]
+        try:
+            value = function(context, **arguments)
+        except MilError:
+            raise
+        except Exception as error:  # any torch failure inside an op is reported with the op
+            raise ExecutionError(
+                context.op_type, context.name, f"{type(error).__name__}: {error}"
+            ) from error
+        if isinstance(value, tuple):
+            if len(value) != 1:
+                raise context.invalid(
+                    f"the implementation returned {len(value)} outputs, the program declares 1"
+                )
+            # An op such as split into one piece returns a one-element tuple.
+            value = value[0]
+        if dtype is not None:
+            if not isinstance(value, torch.Tensor):
+                value = torch.as_tensor(value, dtype=dtype)
+            elif value.dtype != dtype:
+                value = value.to(dtype)
+        if check is not None and getattr(value, "shape", None) != static_shape:
+            check(context, name, value, shape_mismatches)
+        env[name] = value
 
     return step
 

@@ -163,7 +163,9 @@ def _check_program(spec: ConversionSpec, mlmodel, samples: list[Sample], workdir
         return
     package = _save(mlmodel, workdir / "candidate.mlpackage")
     try:
-        actual = runtimes.run_coreml(package, [sample.coreml_inputs() for sample in samples])
+        actual = runtimes.run_coreml(
+            package, [sample.coreml_inputs() for sample in samples], output_names=names
+        )
     except runtimes.coreml_executor().MilError:
         # An op the executor lacks or cannot run: the validate stage reports it.
         return
@@ -254,9 +256,13 @@ def _output_dtypes(samples: list[Sample]) -> dict:
 
 
 def _save(mlmodel, path: Path) -> Path:
+    from ..release.package import make_package_reproducible
+
     if path.exists():
         shutil.rmtree(path)
     mlmodel.save(str(path))
+    # Same model, same bytes: a rerun then finds the package of an earlier attempt equal.
+    make_package_reproducible(path)
     return path
 
 

@@ -17,6 +17,7 @@ from typing import Optional
 
 from ..errors import CONVERSION_FAILED, ConversionError
 from ..spec import ConversionSpec
+from .feature_names import package_feature_names
 from .report import (
     build_report, json_safe, spec_digest, tool_versions, validation_rows, write_report,
 )
@@ -69,7 +70,7 @@ def run_publish(context: StageContext) -> StageResult:
     zip_package(package, package_zip)
 
     context.log("writing the report")
-    package_signature = coreml_signature(package)
+    package_signature = coreml_signature(package, spec)
     report = build_report(
         spec, list(context.previous.values()), skipped_stages(spec),
         name=context.name,
@@ -183,19 +184,31 @@ def validation_summary(spec: ConversionSpec, validate: Optional[StageResult]) ->
     }
 
 
-def coreml_signature(package: Path) -> dict:
+def coreml_signature(package: Path, spec: Optional[ConversionSpec] = None) -> dict:
     """Return the inputs and outputs that the Core ML package declares: name, shape, dtype.
 
     A ranged dimension appears as "MIN..MAX" ("MIN.." when unbounded); `shape` is None for
-    an output whose shape the program leaves to run time.
+    an output whose shape the program leaves to run time. With `spec`, a feature that
+    coremltools renamed (an input called `state` becomes `state_workaround`) also has
+    `specName`, the name in the spec.
     """
     import coremltools as ct
 
     description = ct.utils.load_spec(str(package)).description
-    return {
+    signature = {
         "inputs": [_feature(feature) for feature in description.input],
         "outputs": [_feature(feature) for feature in description.output],
     }
+    if spec is not None:
+        names = package_feature_names(
+            package, [item.name for item in spec.inputs], [item.name for item in spec.outputs]
+        )
+        for kind, renamed in (("inputs", names.inputs), ("outputs", names.outputs)):
+            spec_names = {coreml: name for name, coreml in renamed.items() if coreml != name}
+            for feature in signature[kind]:
+                if feature["name"] in spec_names:
+                    feature["specName"] = spec_names[feature["name"]]
+    return signature
 
 
 def _feature(feature) -> dict:

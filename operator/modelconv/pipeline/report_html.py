@@ -11,6 +11,14 @@ import math
 from typing import Any, Optional
 
 from .report import CHECK_TITLES, CHECKS
+from .runtimes import COREML_EXECUTED_FP16, COREML_EXECUTED_FP32
+
+# Runtime column labels of Core ML rows, by validation source. Validation never runs Apple's
+# Core ML runtime: the program runs in modelconv's reference executor.
+COREML_LABELS = {
+    COREML_EXECUTED_FP16: "Core ML program, reference executor (fp16 emulated)",
+    COREML_EXECUTED_FP32: "Core ML program, reference executor (fp32)",
+}
 
 STYLE = """
 body { font: 14px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #1d2330;
@@ -114,7 +122,9 @@ def _validation_section(report: dict) -> str:
         f" minCosine {tolerances.get('minCosine')}"
         + (f", minPsnr {tolerances['minPsnr']} dB" if tolerances.get("minPsnr") is not None else "")
     )
-    source = f"<p class=\"note\">{_e(validation['source'])}</p>" if validation["source"] else ""
+    source = ""
+    if validation["source"]:
+        source = f"<p class=\"note\">Core ML figures: {_e(validation['source'])}.</p>"
     if not rows:
         return f"<h2>Validation</h2><p class=\"note\">No validation figures: the run ended before validation.</p>"
     head = "".join(f"<th>{_e(CHECK_TITLES[name])}</th>" for name in CHECKS)
@@ -123,7 +133,8 @@ def _validation_section(report: dict) -> str:
         checks = "".join(_check_cell(row["checks"].get(name)) for name in CHECKS)
         violations = "".join(f"<div class=\"msg\">{_e(text)}</div>" for text in row.get("violations", []))
         body.append(
-            f"<tr><td>{_e(row['runtime'])}</td><td><code>{_e(row['output'])}</code>{violations}</td>"
+            f"<tr><td>{_e(runtime_label(row['runtime'], validation['source']))}</td>"
+            f"<td><code>{_e(row['output'])}</code>{violations}</td>"
             f"<td class=\"num\">{_figure(row.get('max_abs_error'))}</td>"
             f"<td class=\"num\">{_figure(row.get('max_rel_error'))}</td>"
             f"<td class=\"num\">{_figure(row.get('cosine'), '.7f')}</td>"
@@ -137,7 +148,17 @@ def _validation_section(report: dict) -> str:
     )
 
 
+def runtime_label(runtime: str, coreml_source: str) -> str:
+    """Return the runtime column text; a Core ML row names what executed the program."""
+    if runtime == "onnxruntime":
+        return "ONNX Runtime"
+    if runtime == "coreml":
+        return COREML_LABELS.get(coreml_source, "Core ML package (declared shapes only)")
+    return runtime
+
+
 def _histogram_section(report: dict) -> str:
+    source = report["validation"]["source"]
     cards = []
     for row in report["validation"]["outputs"]:
         histogram = row.get("histogram") or {}
@@ -146,7 +167,8 @@ def _histogram_section(report: dict) -> str:
         if not counts:
             continue
         cards.append(
-            f"<div class=\"card\"><h3>{_e(row['runtime'])} · <code>{_e(row['output'])}</code></h3>"
+            f"<div class=\"card\"><h3>{_e(runtime_label(row['runtime'], source))} ·"
+            f" <code>{_e(row['output'])}</code></h3>"
             f"{histogram_svg(edges, counts)}</div>"
         )
     if not cards:
@@ -270,7 +292,7 @@ def _attempts_section(report: dict) -> str:
 def _signature_section(report: dict) -> str:
     def rows(kind: str, items: list) -> str:
         return "".join(
-            f"<tr><td>{kind}</td><td><code>{_e(item['name'])}</code></td>"
+            f"<tr><td>{kind}</td><td><code>{_e(item['name'])}</code>{_spec_name(item)}</td>"
             f"<td>{_e(item.get('shape') if item.get('shape') is not None else 'set at run time')}</td>"
             f"<td>{_e(item.get('dtype', ''))}</td></tr>"
             for item in items
@@ -290,6 +312,12 @@ def _signature_section(report: dict) -> str:
         f"<h2>{title}</h2><table><tr><th></th><th>name</th><th>shape</th><th>dtype</th></tr>"
         f"{body}</table>"
     )
+
+
+def _spec_name(feature: dict) -> str:
+    if "specName" not in feature:
+        return ""
+    return f" <span class=\"note\">(<code>{_e(feature['specName'])}</code> in the spec)</span>"
 
 
 def _tools_section(report: dict) -> str:

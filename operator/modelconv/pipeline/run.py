@@ -208,6 +208,8 @@ def _guarded(outcome: RunOutcome, stage: str, call) -> Optional[StageResult]:
 def check_release_absent(conversion: ModelConversion) -> Optional[StageResult]:
     """Return a failed publish result when the store is unusable or the version exists.
 
+    An unwritable store counts as unusable (`Store.check_writable`).
+
     Checked before any stage runs, so a run that could never publish fails in seconds, not
     after a conversion: a version is immutable, and a new run always makes a new report.
     """
@@ -219,6 +221,8 @@ def check_release_absent(conversion: ModelConversion) -> Optional[StageResult]:
     try:
         store = open_store(spec.publish.store)
         existing = read_manifest(store, spec.publish.model, spec.publish.version)
+        if existing is None:
+            store.check_writable()
     except ConversionError as error:
         return StageResult(stage="publish", succeeded=False, reason=error.reason,
                            message=error.message, started=started, finished=time.time())

@@ -10,11 +10,12 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import INVALID_MODEL, INVALID_SPEC, ConversionError
+from .feature_names import FeatureNames, match_feature_names
 
 # Where validation figures for the Core ML package come from, as stage results state it.
 COREML_EXECUTED_FP16 = "Core ML program executed by the reference executor (fp16 emulated)"
@@ -126,22 +127,43 @@ def coreml_executor_available() -> bool:
     return coreml_executor() is not None
 
 
-def run_coreml(package: Path, inputs: list[dict[str, np.ndarray]], precision: str = "program"):
+def run_coreml(
+    package: Path,
+    inputs: list[dict[str, np.ndarray]],
+    precision: str = "program",
+    output_names: Sequence[str] = (),
+) -> list[dict[str, np.ndarray]]:
     """Execute a saved Core ML package on each sample with the reference executor.
 
-    `precision="program"` keeps the program's own precision (fp16 emulated where it is fp16);
-    "fp32" runs every op in float32. Raises `modelconv.mil.UnsupportedOp` for an op the
-    executor does not implement.
+    Samples are keyed by spec input name and results by spec output name (`output_names`),
+    whatever names coremltools gave the program's features. `precision="program"` keeps the
+    program's own precision (fp16 emulated where it is fp16); "fp32" runs every op in
+    float32. Raises `modelconv.mil.UnsupportedOp` for an op the executor does not implement.
     """
     mil = coreml_executor()
     program = mil.load_program(package)
-    return [mil.execute(program, sample, precision=precision) for sample in inputs]
+    names = program_feature_names(program, list(inputs[0]) if inputs else [], output_names)
+    return [
+        names.by_spec_name(mil.execute(program, names.feed(sample), precision=precision))
+        for sample in inputs
+    ]
+
+
+def program_feature_names(
+    program, spec_inputs: Sequence[str], spec_outputs: Sequence[str] = ()
+) -> FeatureNames:
+    """Return the Core ML names of the spec's features in a loaded program."""
+    return match_feature_names(
+        spec_inputs, program.input_names, spec_outputs, program.output_names
+    )
 
 
 def diagnose_fp16(package: Path, sample: dict[str, np.ndarray], threshold: float):
     """Return the executor's `PrecisionDiagnosis` of an fp16 program on one sample."""
     mil = coreml_executor()
-    return mil.diagnose_precision(mil.load_program(package), sample, threshold)
+    program = mil.load_program(package)
+    names = program_feature_names(program, list(sample))
+    return mil.diagnose_precision(program, names.feed(sample), threshold)
 
 
 def op_consumers(package: Path) -> dict[str, set[str]]:

@@ -104,6 +104,12 @@ def fetch_file(source: FileSource, directory: Path, field: str) -> Path:
         path = _download_s3(uri, directory, field)
     else:
         path = Path(unquote(urlparse(uri).path)) if uri.startswith("file://") else Path(uri)
+        if path.is_dir():
+            raise ConversionError(
+                SOURCE_NOT_FOUND,
+                f"{field}.uri: {path} is a directory; give the path of the model file inside"
+                " it (for example model.onnx)",
+            )
         if not path.is_file():
             raise ConversionError(
                 SOURCE_NOT_FOUND,

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..errors import TOLERANCE_EXCEEDED, ConversionError
 from ..spec import ConversionSpec
 from . import runtimes
+from .feature_names import package_feature_names
 from .comparison import OutputComparison, compare_outputs, summarize_violations
 from .samples import Sample, load_samples
 from .stage import StageContext, StageResult
@@ -56,6 +57,11 @@ def run_validate(context: StageContext) -> StageResult:
     package = context.inputs.get("mlpackage")
     if package is not None:
         context.log("validating the Core ML program")
+        renamed = package_feature_names(package, [item.name for item in spec.inputs], names)
+        if renamed.renamed():
+            # Reported so that callers of the package know which names to pass.
+            metrics["coreml_renamed"] = renamed.renamed()
+            context.log(f"coremltools renamed features: {renamed.renamed()}")
         coreml, note, diagnosis = _validate_coreml(spec, package, samples)
         metrics["coreml_source"] = note
         metrics["coreml"] = [item.as_dict() for item in coreml] if coreml else None
@@ -91,7 +97,13 @@ def _validate_coreml(spec: ConversionSpec, package: Path, samples: list[Sample])
     mil = runtimes.coreml_executor()
     try:
         program = mil.load_program(package)
-        actual = [mil.execute(program, sample.coreml_inputs()) for sample in samples]
+        feature_names = runtimes.program_feature_names(
+            program, [item.name for item in spec.inputs], names
+        )
+        actual = []
+        for sample in samples:
+            results = mil.execute(program, feature_names.feed(sample.coreml_inputs()))
+            actual.append(feature_names.by_spec_name(results))
     except mil.UnsupportedOp as error:
         note = (
             f"Core ML package not executed: the reference executor has no implementation of"
@@ -103,7 +115,7 @@ def _validate_coreml(spec: ConversionSpec, package: Path, samples: list[Sample])
     comparisons = compare_outputs(actual, [s.outputs for s in samples], names, spec.validation)
     diagnosis = None
     if program.is_fp16 and any(not item.passed for item in comparisons):
-        diagnosis = _diagnose(mil, program, samples, spec)
+        diagnosis = _diagnose(mil, program, feature_names.feed(samples[0].coreml_inputs()), spec)
     return comparisons, note, diagnosis
 
 
@@ -117,9 +129,11 @@ def _declared_shapes(package: Path, samples, names, spec: ConversionSpec) -> lis
         output.name: tuple(int(size) for size in output.type.multiArrayType.shape)
         for output in ct.utils.load_spec(str(package)).description.output
     }
+    coreml_names = package_feature_names(package, [item.name for item in spec.inputs], names)
     comparisons = []
     for name in names:
-        shape, expected = declared.get(name, ()), tuple(samples[0].outputs[name].shape)
+        shape = declared.get(coreml_names.outputs[name], ())
+        expected = tuple(samples[0].outputs[name].shape)
         comparison = OutputComparison(name, shape=shape, expected_shape=expected)
         if shape and shape != expected:
             comparison.violations.append(
@@ -129,9 +143,9 @@ def _declared_shapes(package: Path, samples, names, spec: ConversionSpec) -> lis
     return comparisons
 
 
-def _diagnose(mil, program, samples: list[Sample], spec: ConversionSpec) -> dict:
+def _diagnose(mil, program, coreml_inputs: dict, spec: ConversionSpec) -> dict:
     threshold = max(spec.validation.rtol, 1e-3)
-    diagnosis = mil.diagnose_precision(program, samples[0].coreml_inputs(), threshold)
+    diagnosis = mil.diagnose_precision(program, coreml_inputs, threshold)
     return {
         "ops_in_fp16": diagnosis.ops_in_fp16,
         "ops_total": diagnosis.ops_total,

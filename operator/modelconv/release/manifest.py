@@ -21,8 +21,8 @@ from typing import Any, Iterable, Optional
 from pydantic import ValidationError
 
 from ..errors import INTEGRITY_FAILED, ConversionError, InvalidSpec
-from ..spec import PublishSettings
-from ..store import Digest, ObjectNotFound, Store, decode_json, redact_url
+from ..spec import PublishSettings, describe_error
+from ..store import Digest, ObjectNotFound, Store, check_key, decode_json, redact_url
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_API_VERSION = "modelconv.io/manifest/v1"
@@ -34,6 +34,8 @@ RESERVED_FIELDS = ("apiVersion", "model", "version", "files")
 TOOL_DISTRIBUTIONS = (
     "modelconv", "torch", "coremltools", "onnx", "onnxruntime", "onnxscript", "onnx2torch",
 )
+# Folder, inside a release folder, of files stored under content-addressed keys.
+OBJECTS_FOLDER = "objects"
 URL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -48,6 +50,21 @@ class StoredManifest:
 def release_folder(model: str, version: str) -> str:
     """Return the store key of a release folder, `<model>/<version>`."""
     return f"{model}/{version}"
+
+
+def content_addressed_key(name: str, sha256: str) -> str:
+    """Return the key, relative to the release folder, of a file stored under its digest."""
+    return f"{OBJECTS_FOLDER}/sha256-{sha256}/{name}"
+
+
+def file_key(folder: str, name: str, entry: dict) -> str:
+    """Return the store key of a release file from its manifest entry.
+
+    An entry without `key` is stored under its name. An entry with `key`, relative to the
+    folder, is stored there: publish sets it when an unfinished publish had left other
+    bytes under the name.
+    """
+    return f"{folder}/{entry.get('key', name)}"
 
 
 def check_release_names(
@@ -67,9 +84,10 @@ def check_release_names(
     except ValidationError as error:
         detail = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in detail["loc"])
-        value = str(detail.get("input", ""))[:80]
-        message = detail["msg"].removeprefix("Value error, ")
-        raise InvalidSpec(f"publish.{field}", f"{value!r} is invalid: {message}") from None
+        message = describe_error(detail)
+        if detail["type"] != "string_pattern_mismatch":
+            message = f"{str(detail.get('input', ''))[:80]!r} is invalid: {message}"
+        raise InvalidSpec(f"publish.{field}", message) from None
 
 
 def check_file_name(name: str) -> None:
@@ -107,12 +125,19 @@ def tool_versions() -> dict[str, str]:
 
 
 def build_manifest(
-    *, model: str, version: str, files: dict[str, Digest], fields: dict
+    *,
+    model: str,
+    version: str,
+    files: dict[str, Digest],
+    fields: dict,
+    keys: Optional[dict[str, str]] = None,
 ) -> dict:
     """Return the manifest document for a release.
 
-    `fields` contains what the caller knows (source, specSha256, tools, inputs, outputs,
-    validation, device); createdAt defaults to now and tools to `tool_versions()`. URLs
+    `keys` maps a file name to its key relative to the release folder, where that is not
+    the name itself; such entries get a `key` field. `fields` contains what the caller
+    knows (source, specSha256, tools, inputs, outputs, validation, device); createdAt
+    defaults to now and tools to `tool_versions()`. URLs
     anywhere in `fields` lose user info and credential query parameters.
     Raises ValueError as `check_manifest_fields` does.
     """
@@ -125,11 +150,18 @@ def build_manifest(
         model=model,
         version=version,
         files={
-            name: {"sha256": digest.sha256, "size": digest.size}
+            name: _file_entry(digest, (keys or {}).get(name, name), name)
             for name, digest in sorted(files.items())
         },
     )
     return document
+
+
+def _file_entry(digest: Digest, key: str, name: str) -> dict:
+    entry = {"sha256": digest.sha256, "size": digest.size}
+    if key != name:
+        entry["key"] = key
+    return entry
 
 
 def redact_urls(value: Any) -> Any:
@@ -154,11 +186,25 @@ def read_manifest(store: Store, model: str, version: str) -> Optional[StoredMani
     files = document.get("files")
     if not isinstance(files, dict) or not all(
         isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
-        and isinstance(entry.get("size"), int)
+        and isinstance(entry.get("size"), int) and _valid_file_key(entry.get("key"))
         for entry in files.values()
     ):
         raise ConversionError(
             INTEGRITY_FAILED,
-            f"{store.url_of(key)} has no valid 'files' map of name to sha256 and size",
+            f"{store.url_of(key)} has no valid 'files' map of name to sha256, size and an"
+            f" optional key under {OBJECTS_FOLDER}/",
         )
     return StoredManifest(document, hashlib.sha256(data).hexdigest())
+
+
+def _valid_file_key(key: Any) -> bool:
+    """Return whether a manifest's `key` field is absent or a safe key under objects/."""
+    if key is None:
+        return True
+    if not isinstance(key, str) or not key.startswith(f"{OBJECTS_FOLDER}/"):
+        return False
+    try:
+        check_key(key)
+    except ValueError:
+        return False
+    return True

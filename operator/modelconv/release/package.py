@@ -11,15 +11,23 @@ succeeds instead of failing with VersionExists:
 - entries stored without compression. Deflate output depends on the zlib build (zlib and
   zlib-ng differ), which would make the bytes depend on the machine. Core ML weights are
   mostly float16 data that deflate shrinks little.
+
+`make_package_reproducible` removes what varies between two saves of one model by
+coremltools 9.0: random item ids in the package's Manifest.json, and the order of protobuf
+map entries in model.mlmodel. What remains is the conversion date in the model's metadata,
+so the same model converted on the same day gives the same package bytes.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
+import uuid
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 from ..errors import INVALID_MODEL, ConversionError
 from ..store import CHUNK_SIZE, digest_file
@@ -31,6 +39,57 @@ FOLDER_MODE = stat.S_IFDIR | 0o755
 UNIX_SYSTEM = 3
 # MS-DOS directory attribute, set on folder entries as zip tools expect.
 DOS_DIRECTORY = 0x10
+# The package's table of contents: item ids, each with its author, name and path.
+PACKAGE_MANIFEST = "Manifest.json"
+# Namespace of the name-based (version 5) UUIDs that replace random item ids.
+ITEM_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://modelconv.io/mlpackage-item")
+
+
+def make_package_reproducible(mlpackage_dir: Path) -> bool:
+    """Rewrite a saved package so that the same model always gives the same bytes.
+
+    Replaces the random item ids and re-encodes the model spec with deterministic protobuf
+    serialization (map entries sorted by key), which any protobuf reader parses to the same
+    message. Returns False, changing nothing, when the Manifest.json does not have the
+    expected form.
+    """
+    root = Path(mlpackage_dir)
+    model_path = pin_item_identifiers(root)
+    if model_path is None:
+        return False
+    from coremltools.proto import Model_pb2  # Loaded only where a package is converted.
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(model_path.read_bytes())
+    model_path.write_bytes(spec.SerializeToString(deterministic=True))
+    return True
+
+
+def pin_item_identifiers(mlpackage_dir: Path) -> Optional[Path]:
+    """Replace the random item ids in a package's Manifest.json with name-based UUIDs.
+
+    coremltools 9.0 gives each item (model spec, weights) a random UUID. An id only has to
+    be unique within the package and match `rootModelIdentifier`. A version 5 UUID of the
+    item's author and path is both, because no two items share a path. Returns the path of
+    the root model spec, or None, changing nothing, when the manifest has another form.
+    """
+    path = Path(mlpackage_dir) / PACKAGE_MANIFEST
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    entries = manifest.get("itemInfoEntries")
+    root = manifest.get("rootModelIdentifier")
+    if not isinstance(entries, dict) or root not in entries:
+        return None
+    pinned = {
+        old: str(uuid.uuid5(ITEM_ID_NAMESPACE, f"{entry.get('author')}/{entry.get('path')}"))
+        for old, entry in entries.items()
+    }
+    model_path = Path(mlpackage_dir, "Data", str(entries[root].get("path")))
+    if len(set(pinned.values())) != len(pinned) or not model_path.is_file():
+        return None
+    manifest["itemInfoEntries"] = {pinned[old]: entry for old, entry in entries.items()}
+    manifest["rootModelIdentifier"] = pinned[root]
+    path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n", encoding="utf-8")
+    return model_path
 
 
 def zip_package(mlpackage_dir: Path, dest: Path) -> str:

@@ -15,12 +15,20 @@ Publishing again is safe:
 - the same files under an existing version succeed without writing anything, and the
   index and channels are brought up to date (a retry after a stop past the manifest);
 - other files under an existing version fail with VersionExists;
-- a version with files but no manifest is left over from a publish that stopped early.
-  A retry with the same bytes keeps the files that match and completes the release.
-  When a leftover file contains other bytes, the publish fails with VersionExists and
-  overwrites nothing. Another publisher of the same version may be running right now,
-  and a create-if-absent store offers no safe way to take a file over from it. The message
-  names the file and explains how to clean up.
+- a version with files but no manifest is left over from a publish that stopped early, and
+  any publisher may take it over. A leftover file with the same bytes is kept. A leftover
+  file with other bytes is never overwritten before the manifest exists: this publish
+  stores its file under a content-addressed key instead,
+  `<model>/<version>/objects/sha256-<hex>/<file>`, and the manifest records that key.
+
+Why this is safe with concurrent publishers of one version: objects are created only if
+absent and never replaced before a manifest lists them, and a content-addressed key only
+ever receives bytes with its digest (`put_file` checks them). So every key a manifest lists
+contains exactly the bytes the manifest names, whichever publisher created it. The
+manifest itself is created if absent, so exactly one publisher wins. The others fail with
+VersionExists. A leftover at a plain file name is replaced only after the winner's
+manifest exists, with the bytes that manifest lists, so the plain names match the release
+once the publish completes. Readers take each file's key from the manifest.
 
 Failure classes: InvalidSpec (bad model, version or channel name), VersionExists and
 IntegrityFailed (permanent), AccessDenied (permanent), StoreUnavailable (transient
@@ -40,6 +48,7 @@ from ..store import Digest, ObjectInfo, Store, digest_file, encode_json
 from .catalog import move_channel, record_in_index
 from .manifest import (
     MANIFEST_FILE,
+    content_addressed_key,
     StoredManifest,
     build_manifest,
     check_file_name,
@@ -66,7 +75,7 @@ class PublishedRelease:
 
     @property
     def files(self) -> dict[str, dict]:
-        """The release's files by name, each with `sha256` and `size`, from the manifest."""
+        """The release's files by name from the manifest: `sha256`, `size` and maybe `key`."""
         return self.manifest["files"]
 
 
@@ -100,19 +109,19 @@ def publish_release(
     if stored is None:
         # Digests come from the bytes as they are uploaded, so the manifest describes
         # exactly what was stored even if a local file changes meanwhile.
-        stored_files = {
-            name: _store_file(store, f"{folder}/{name}", Path(path), location)
+        stored_files = [
+            _store_file(store, folder, name, Path(path))
             for name, path in sorted(files.items())
-        }
+        ]
         _require_unchanged(store, folder, stored_files, location)
-        digests = {name: digest for name, (digest, _) in stored_files.items()}
-        stored, created = _commit_manifest(store, model, version, digests, manifest, location)
+        stored, created = _commit_manifest(store, model, version, stored_files, manifest, location)
     else:
         digests = {name: digest_file(Path(path)) for name, path in sorted(files.items())}
         _require_same_files(stored, digests, location)
         created = False
 
-    # The version is visible from here on; index and channels only make it easier to find.
+    # The version is visible from here on. What follows only makes it easier to find.
+    _restore_plain_names(store, folder, stored.document, files)
     record_in_index(store, model, version, stored.sha256, stored.document["createdAt"])
     for channel in channels:
         move_channel(store, model, channel, version, stored.sha256)
@@ -125,37 +134,68 @@ def publish_release(
     )
 
 
-def _store_file(store: Store, key: str, path: Path, location: str) -> tuple[Digest, str]:
-    """Create `key` from `path`, or accept an existing object with the same bytes.
+@dataclasses.dataclass(frozen=True)
+class StoredFile:
+    """A release file as this publish stored or found it.
 
-    Returns the digest of the file's bytes as uploaded (or as hashed, when the object
-    existed already) and the ETag of the stored object.
+    `key` is relative to the release folder: the file name, or a content-addressed key when
+    an unfinished publish left other bytes under the name. `etag` is the ETag of the object.
     """
+
+    name: str
+    digest: Digest
+    key: str
+    etag: str
+
+
+def _store_file(store: Store, folder: str, name: str, path: Path) -> StoredFile:
+    """Create `<folder>/<name>` from `path`, or accept an existing object with the same bytes.
+
+    When the name contains other bytes, left by a publish that did not finish (or by a
+    concurrent publisher), the file goes to a content-addressed key instead, so nothing
+    that another publisher may still list in its manifest is ever replaced.
+    """
+    key = f"{folder}/{name}"
     existing = store.head(key)
     if existing is None:
         result = store.put_file(key, path, if_absent=True)
         if result.written:
-            return result.digest, result.etag
+            return StoredFile(name, result.digest, name, result.etag)
         digest = result.digest
         existing = store.head(key)  # Another publisher created it in between.
     else:
         digest = digest_file(path)
+    if existing is not None and _has_digest(store, existing, digest):
+        return StoredFile(name, digest, name, existing.etag)
+    log.info(
+        "%s contains other bytes and %s has no %s: storing this publish's %s under its digest",
+        store.url_of(key), store.url_of(folder), MANIFEST_FILE, name,
+    )
+    return _store_by_digest(store, folder, name, path, digest)
+
+
+def _store_by_digest(
+    store: Store, folder: str, name: str, path: Path, digest: Digest
+) -> StoredFile:
+    """Create `<folder>/objects/sha256-<hex>/<name>`, a key only bytes with that digest fill."""
+    relative = content_addressed_key(name, digest.sha256)
+    key = f"{folder}/{relative}"
+    # With `sha256`, put_file creates nothing unless the bytes it reads have this digest.
+    result = store.put_file(key, path, sha256=digest.sha256, if_absent=True)
+    if result.written:
+        return StoredFile(name, digest, relative, result.etag)
+    existing = store.head(key)
     if existing is None or not _has_digest(store, existing, digest):
-        found = f"sha256 {existing.sha256}, " if existing and existing.sha256 else ""
-        size = existing.size if existing else "unknown"
         raise ConversionError(
-            VERSION_EXISTS,
-            f"{store.url_of(key)} exists with other bytes ({found}{size} bytes; this publish has "
-            f"sha256 {digest.sha256}, {digest.size} bytes). An earlier publish of this version "
-            f"did not finish, or another one is running: {location} has no {MANIFEST_FILE}, so "
-            f"it is not published. Objects are never overwritten: publish a new version, or "
-            f"delete {location}/ once no other publish of it is running, then retry",
+            INTEGRITY_FAILED,
+            f"{store.url_of(key)} exists with bytes whose sha256 is not the one its key names: "
+            "something other than modelconv wrote it. Delete that object and retry",
         )
-    return digest, existing.etag
+    return StoredFile(name, digest, relative, existing.etag)
 
 
 def _require_unchanged(
-    store: Store, folder: str, stored_files: dict[str, tuple[Digest, str]], location: str
+    store: Store, folder: str, stored_files: list[StoredFile], location: str
 ) -> None:
     """Raise VersionExists when an object changed after this publish stored or checked it.
 
@@ -163,14 +203,37 @@ def _require_unchanged(
     nothing there. It catches S3-compatible servers whose conditional writes are not
     atomic, where two concurrent publishers can both believe they created a file.
     """
-    for name, (_, etag) in stored_files.items():
-        current = store.head(f"{folder}/{name}")
-        if current is None or current.etag != etag:
+    for stored in stored_files:
+        key = f"{folder}/{stored.key}"
+        current = store.head(key)
+        if current is None or current.etag != stored.etag:
             raise ConversionError(
                 VERSION_EXISTS,
-                f"{store.url_of(f'{folder}/{name}')} was replaced while this publish ran: "
+                f"{store.url_of(key)} was replaced while this publish ran: "
                 f"another publish of {location} is running; publish a new version",
             )
+
+
+def _restore_plain_names(
+    store: Store, folder: str, document: dict, files: Mapping[str, Path]
+) -> None:
+    """Give each file stored under a content-addressed key the same bytes at its plain name.
+
+    Runs only after the manifest exists, so the leftover being replaced belongs to a publish
+    that can no longer commit. Only the publisher whose files the manifest lists gets here
+    (others fail with VersionExists first), and `sha256` makes the store reject other bytes.
+    """
+    for name, entry in sorted(document["files"].items()):
+        if entry.get("key", name) == name:
+            continue
+        plain = store.head(f"{folder}/{name}")
+        if plain is not None and _has_digest(store, plain, Digest(entry["size"], entry["sha256"])):
+            continue
+        store.put_file(f"{folder}/{name}", Path(files[name]), sha256=entry["sha256"],
+                       if_absent=False)
+        log.info(
+            "replaced the leftover %s with the published bytes", store.url_of(f"{folder}/{name}")
+        )
 
 
 def _has_digest(store: Store, existing: ObjectInfo, digest: Digest) -> bool:
@@ -188,12 +251,16 @@ def _commit_manifest(
     store: Store,
     model: str,
     version: str,
-    digests: dict[str, Digest],
+    stored_files: list[StoredFile],
     fields: dict,
     location: str,
 ) -> tuple[StoredManifest, bool]:
     """Write the manifest unless a concurrent publisher did; return it and whether it is ours."""
-    document = build_manifest(model=model, version=version, files=digests, fields=fields)
+    digests = {stored.name: stored.digest for stored in stored_files}
+    keys = {stored.name: stored.key for stored in stored_files}
+    document = build_manifest(
+        model=model, version=version, files=digests, keys=keys, fields=fields
+    )
     data = encode_json(document)
     result = store.put_bytes(f"{release_folder(model, version)}/{MANIFEST_FILE}", data)
     stored = read_manifest(store, model, version)

@@ -2,8 +2,10 @@
 
 `verify_release` downloads each file the manifest lists and compares its size and SHA-256.
 It also checks that the manifest names the release it is stored under and that its digest
-matches the one in the model's index. Objects in the release folder that the manifest does
-not list are reported but do not fail verification: readers never use them.
+matches the one in the model's index. Each file is read from the key its manifest entry
+names (its name, or a content-addressed key under objects/). Objects in the release folder
+that the manifest does not list are reported but do not fail verification: readers never
+use them.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Optional
 from ..errors import INTEGRITY_FAILED, ConversionError
 from ..store import ObjectNotFound, Store
 from .catalog import RELEASE_NOT_FOUND, index_key, read_json
-from .manifest import MANIFEST_FILE, check_release_names, read_manifest, release_folder
+from .manifest import (
+    MANIFEST_FILE, check_release_names, file_key, read_manifest, release_folder,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +110,13 @@ def verify_release(store: Store, model: str, version: str) -> VerifyReport:
     listed = stored.document["files"]
     with tempfile.TemporaryDirectory(prefix="modelconv-verify-") as scratch:
         checks = tuple(
-            _check_file(store, f"{folder}/{name}", name, listed[name], Path(scratch))
+            _check_file(store, file_key(folder, name, listed[name]), name, listed[name],
+                        Path(scratch))
             for name in sorted(listed)
         )
-    stored_names = {key.rpartition("/")[2] for key in store.list(f"{folder}/")}
+    stored_keys = {key.removeprefix(f"{folder}/") for key in store.list(f"{folder}/")}
+    # A file stored under a content-addressed key has a copy under its plain name as well.
+    listed_keys = {entry.get("key", name) for name, entry in listed.items()} | set(listed)
     report = VerifyReport(
         model=model,
         version=version,
@@ -117,7 +124,7 @@ def verify_release(store: Store, model: str, version: str) -> VerifyReport:
         manifest_sha256=stored.sha256,
         files=checks,
         problems=tuple(_manifest_problems(store, model, version, stored.document, stored.sha256)),
-        unlisted=tuple(sorted(stored_names - set(listed) - {MANIFEST_FILE})),
+        unlisted=tuple(sorted(stored_keys - listed_keys - {MANIFEST_FILE})),
     )
     if not report.ok:
         raise ReleaseIntegrityError(report)

@@ -6,7 +6,8 @@ The operator's device stage calls, in order:
    for the package, inputs, expected outputs, report and compiled model. Creating again
    returns the existing check (its name is deterministic), so a restarted operator adopts it.
 2. `evaluate_check(...)` on every reconcile: one read, at most one conditioned status write,
-   never a wait. It fails a check past its deadline, requeues a check whose runner stopped
+   never a wait. Its decision is the pure `step_check`, which the operator's asynchronous
+   device stage wraps in its own reads and write. It fails a check past its deadline, requeues a check whose runner stopped
    sending heartbeats (or fails it with RunnerLost after `maxAttempts` claims) and reports
    NoRunnerAvailable when no live runner Lease matches the requirements.
 3. `device_decision(evaluation, required)`: the DeviceVerified condition and whether the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Mapping, Optional, Protocol
+from typing import Mapping, Optional, Protocol, Sequence
 
 from ..spec import API_GROUP, ConversionSpec, DeviceCheck
 from .kube import CheckApi, Conflict, LeaseApi, NotFound
@@ -244,6 +245,8 @@ class CheckEvaluation:
     results: tuple[UnitResult, ...] = ()
     report_key: Optional[str] = None
     compiled_model_key: Optional[str] = None
+    runner: Optional[str] = None
+    attempts: int = 0
 
     @property
     def final(self) -> bool:
@@ -251,29 +254,80 @@ class CheckEvaluation:
         return self.state in (SUCCEEDED, FAILED, MISSING)
 
 
+@dataclasses.dataclass(frozen=True)
+class CheckStep:
+    """The decision of one look at a check: its evaluation and the status write it needs.
+
+    `write` is a status to write conditioned on the check's resourceVersion. When that write
+    loses a race, the evaluation is `if_conflict` (None: the same evaluation).
+    """
+
+    evaluation: CheckEvaluation
+    write: Optional[CheckStatus] = None
+    if_conflict: Optional[CheckEvaluation] = None
+
+    def outcome(self, written: bool) -> CheckEvaluation:
+        """Return the evaluation once the write (if any) succeeded or lost a race."""
+        if written or self.write is None or self.if_conflict is None:
+            return self.evaluation
+        return self.if_conflict
+
+
+def missing_check(namespace: str, name: str) -> CheckEvaluation:
+    """Return the evaluation of a check that does not exist."""
+    return CheckEvaluation(MISSING, "CheckMissing", f"CoreMLCheck {namespace}/{name} does not exist")
+
+
+def needs_runners(obj: dict, now: datetime.datetime) -> bool:
+    """Return True when `step_check` needs the live runners: a Pending check before its deadline."""
+    check = CoreMLCheck.model_validate(obj)
+    return check.status.state == PENDING and now < check.spec.deadline
+
+
+def step_check(obj: dict, now: datetime.datetime,
+               runners: Sequence[RunnerRecord] = ()) -> CheckStep:
+    """Decide what a check's current object means and which status write it needs.
+
+    Pure: no API calls. `runners` are the pool's live runners, needed only when
+    `needs_runners(obj, now)` is True. `evaluate_check` and the operator's device stage
+    both do the reads and the write around it.
+    """
+    check = CoreMLCheck.model_validate(obj)
+    status = check.status
+    if status.state in (SUCCEEDED, FAILED):
+        return CheckStep(settled(check))
+    if now >= check.spec.deadline:
+        message = (f"no result by the deadline {check.spec.deadline.isoformat()}"
+                   f" ({_progress(status)})")
+        step = _failure(status, DEADLINE_EXCEEDED, message, now)
+    elif status.state == CLAIMED:
+        step = _follow_claim(check, now)
+    else:
+        step = _follow_pending(check, obj, runners)
+    # Every evaluation carries the claims so far and the runner that has (or had) the claim.
+    progress = {"attempts": status.attempts, "runner": status.runner}
+    return dataclasses.replace(
+        step, evaluation=dataclasses.replace(step.evaluation, **progress),
+        if_conflict=step.if_conflict and dataclasses.replace(step.if_conflict, **progress))
+
+
 def evaluate_check(client, namespace: str, name: str,
                    now: Optional[datetime.datetime] = None) -> CheckEvaluation:
     """Read a check once and make at most one status write (deadline, requeue, NoRunnerAvailable).
 
-    It does not wait: `retry_after` gives the delay before the next call.
+    It does not wait: `retry_after` gives the delay before the next call. A Pending check
+    also costs one list of the pool's Leases.
     """
     now = now or utc_now()
     api = CheckApi(client, namespace)
     try:
         obj = api.get(name)
     except NotFound:
-        return CheckEvaluation(MISSING, "CheckMissing", f"CoreMLCheck {namespace}/{name} does not exist")
-    check = CoreMLCheck.model_validate(obj)
-    status = check.status
-    if status.state in (SUCCEEDED, FAILED):
-        return settled(check)
-    if now >= check.spec.deadline:
-        message = (f"no result by the deadline {check.spec.deadline.isoformat()}"
-                   f" ({_progress(status)})")
-        return _write_failure(api, obj, status, DEADLINE_EXCEEDED, message)
-    if status.state == CLAIMED:
-        return _follow_claim(api, obj, check, now)
-    return _follow_pending(client, api, obj, check, now)
+        return missing_check(namespace, name)
+    runners = live_runners(client, namespace, now) if needs_runners(obj, now) else ()
+    step = step_check(obj, now, runners)
+    written = step.write is None or _write_status(api, obj, step.write)
+    return step.outcome(written)
 
 
 def settled(check: CoreMLCheck) -> CheckEvaluation:
@@ -288,6 +342,7 @@ def settled(check: CoreMLCheck) -> CheckEvaluation:
         state=status.state, reason=status.reason or status.state, message=status.message or "",
         device_verified=verified, results=tuple(status.results),
         report_key=status.report, compiled_model_key=status.compiled_model,
+        runner=status.runner, attempts=status.attempts,
     )
 
 
@@ -297,45 +352,50 @@ def _progress(status: CheckStatus) -> str:
     return f"never claimed after {status.attempts} attempts" if status.attempts else "never claimed"
 
 
-def _follow_claim(api: CheckApi, obj: dict, check: CoreMLCheck,
-                  now: datetime.datetime) -> CheckEvaluation:
+def _follow_claim(check: CoreMLCheck, now: datetime.datetime) -> CheckStep:
     status = check.status
     last_beat = status.heartbeat_time or status.claim_time or now
     silent = (now - last_beat).total_seconds()
     limit = STALE_HEARTBEATS * check.spec.heartbeat_seconds
     if silent <= limit:
-        return CheckEvaluation(CLAIMED, CHECK_RUNNING,
-                               f"runner {status.runner} is running attempt {status.attempts}",
-                               retry_after=float(check.spec.heartbeat_seconds))
+        return CheckStep(CheckEvaluation(
+            CLAIMED, CHECK_RUNNING, f"runner {status.runner} is running attempt {status.attempts}",
+            retry_after=float(check.spec.heartbeat_seconds)))
     detail = f"runner {status.runner} sent no heartbeat for {silent:.0f} s (limit {limit} s)"
     if status.attempts >= check.spec.max_attempts:
-        return _write_failure(api, obj, status, RUNNER_LOST,
-                              f"{detail}; {status.attempts} of {check.spec.max_attempts} attempts used")
-    return _requeue(api, obj, status, f"{detail}; requeued after attempt {status.attempts}")
+        return _failure(status, RUNNER_LOST,
+                        f"{detail}; {status.attempts} of {check.spec.max_attempts} attempts used",
+                        now)
+    return _requeue(status, f"{detail}; requeued after attempt {status.attempts}")
 
 
-def _requeue(api: CheckApi, obj: dict, status: CheckStatus, message: str) -> CheckEvaluation:
+def _requeue(status: CheckStatus, message: str) -> CheckStep:
     # Clearing claimId is what rejects the lost runner's late writes.
     requeued = status.model_copy(update={
         "state": PENDING, "runner": None, "claim_id": None, "claim_time": None,
         "heartbeat_time": None, "runner_labels": {}, "reason": RUNNER_LOST, "message": message,
     })
-    if not _write_status(api, obj, requeued):
-        return CheckEvaluation(CLAIMED, CHECK_RUNNING, "the check changed; looking again",
-                               retry_after=CONFLICT_RETRY_SECONDS)
-    return CheckEvaluation(REQUEUED, RUNNER_LOST, message, retry_after=PENDING_RETRY_SECONDS)
+    return CheckStep(
+        CheckEvaluation(REQUEUED, RUNNER_LOST, message, retry_after=PENDING_RETRY_SECONDS),
+        write=requeued,
+        if_conflict=CheckEvaluation(CLAIMED, CHECK_RUNNING, "the check changed; looking again",
+                                    retry_after=CONFLICT_RETRY_SECONDS),
+    )
 
 
-def _write_failure(api: CheckApi, obj: dict, status: CheckStatus, reason: str,
-                   message: str) -> CheckEvaluation:
+def _failure(status: CheckStatus, reason: str, message: str,
+             now: datetime.datetime) -> CheckStep:
     failed = status.model_copy(update={
-        "state": FAILED, "claim_id": None, "completion_time": utc_now(),
+        "state": FAILED, "claim_id": None, "completion_time": now,
         "reason": reason, "message": message,
     })
-    if not _write_status(api, obj, failed):
-        return CheckEvaluation(status.state, CHECK_PENDING, "the check changed; looking again",
-                               retry_after=CONFLICT_RETRY_SECONDS)
-    return CheckEvaluation(FAILED, reason, message, results=tuple(status.results))
+    return CheckStep(
+        CheckEvaluation(FAILED, reason, message, results=tuple(status.results)),
+        write=failed,
+        if_conflict=CheckEvaluation(status.state, CHECK_PENDING,
+                                    "the check changed; looking again",
+                                    retry_after=CONFLICT_RETRY_SECONDS),
+    )
 
 
 def _write_status(api: CheckApi, obj: dict, status: CheckStatus) -> bool:
@@ -347,26 +407,30 @@ def _write_status(api: CheckApi, obj: dict, status: CheckStatus) -> bool:
     return True
 
 
-def _follow_pending(client, api: CheckApi, obj: dict, check: CoreMLCheck,
-                    now: datetime.datetime) -> CheckEvaluation:
+def _follow_pending(check: CoreMLCheck, obj: dict,
+                    runners: Sequence[RunnerRecord]) -> CheckStep:
     requirements = check.spec.requirements
-    matching = [runner for runner in live_runners(client, api.namespace, now)
+    matching = [runner for runner in runners
                 if not unmet_requirements(requirements, runner.labels)]
     status = check.status
+    namespace = (obj.get("metadata") or {}).get("namespace", "")
     if matching:
+        evaluation = CheckEvaluation(PENDING, CHECK_PENDING,
+                                     f"waiting for one of {len(matching)} matching runners",
+                                     retry_after=PENDING_RETRY_SECONDS)
         if status.reason == NO_RUNNER_AVAILABLE:
-            _write_status(api, obj, status.model_copy(update={"reason": None, "message": None}))
-        return CheckEvaluation(PENDING, CHECK_PENDING,
-                               f"waiting for one of {len(matching)} matching runners",
-                               retry_after=PENDING_RETRY_SECONDS)
-    message = (f"no live runner in namespace {api.namespace} matches "
+            return CheckStep(evaluation, write=status.model_copy(
+                update={"reason": None, "message": None}))
+        return CheckStep(evaluation)
+    message = (f"no live runner in namespace {namespace} matches "
                f"{describe_requirements(requirements)}; start `modelconv agent` on a matching "
                "Mac or relax validation.device")
+    evaluation = CheckEvaluation(NO_RUNNER_AVAILABLE, NO_RUNNER_AVAILABLE, message,
+                                 retry_after=NO_RUNNER_RETRY_SECONDS)
     if status.reason != NO_RUNNER_AVAILABLE:
-        _write_status(api, obj, status.model_copy(
+        return CheckStep(evaluation, write=status.model_copy(
             update={"reason": NO_RUNNER_AVAILABLE, "message": message}))
-    return CheckEvaluation(NO_RUNNER_AVAILABLE, NO_RUNNER_AVAILABLE, message,
-                           retry_after=NO_RUNNER_RETRY_SECONDS)
+    return CheckStep(evaluation)
 
 
 def live_runners(client, namespace: str,
@@ -435,7 +499,8 @@ def _unfinished(evaluation: CheckEvaluation, required: bool) -> DeviceDecision:
 
 
 __all__ = [
-    "API_VERSION", "KIND", "CheckEvaluation", "CheckObjects", "DeviceDecision", "Presigner",
-    "S3Presigner", "check_manifest", "check_name", "create_check", "delete_check",
-    "device_decision", "evaluate_check", "live_runners", "requirements_for", "settled",
+    "API_VERSION", "KIND", "CheckEvaluation", "CheckObjects", "CheckStep", "DeviceDecision",
+    "Presigner", "S3Presigner", "check_manifest", "check_name", "create_check", "delete_check",
+    "device_decision", "evaluate_check", "live_runners", "missing_check", "needs_runners",
+    "requirements_for", "settled", "step_check",
 ]

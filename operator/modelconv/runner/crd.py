@@ -4,9 +4,9 @@ It reuses the structural-schema builder of `modelconv.crd` (refs inlined, option
 collapsed, OpenAPI v3.0 bounds). The status schema keeps no defaults, because runners and
 the controller write the status whole.
 
-    python -m modelconv.runner.crd > crds/coremlcheck.yaml
+    modelconv crd --kind coremlcheck > crds/coremlcheck.yaml
 
-regenerates the checked-in file; a test fails when that file is stale.
+(or `python -m modelconv.runner.crd`) regenerates the checked-in file; a test fails when that file is stale.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def render_crd() -> str:
     header = (
         "# Generated from the models in operator/modelconv/runner/resource.py. Do not edit:\n"
         "# change the models and run\n"
-        "#   python -m modelconv.runner.crd > crds/coremlcheck.yaml\n"
+        "#   modelconv crd --kind coremlcheck > crds/coremlcheck.yaml\n"
     )
     return header + yaml.safe_dump(crd_manifest(), sort_keys=False, width=100, allow_unicode=True)
 

@@ -108,7 +108,7 @@ def _predict_and_compare(spec: CheckSpec, backend: Backend, workdir: Path, sessi
     request = BackendRequest(
         package=package, samples=samples, compute_units=list(spec.compute_units),
         warmup_runs=spec.warmup_runs, measured_runs=spec.measured_runs,
-        workdir=workdir, cancelled=cancelled,
+        workdir=workdir, cancelled=cancelled, output_names=list(expected[0]) if expected else [],
     )
     run = backend.run(request)
     results, comparisons = [], {}

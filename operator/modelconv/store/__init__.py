@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from ..errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, ConversionError
+from ..errors import INTEGRITY_FAILED, INVALID_ARGUMENT, ConversionError
 
 # S3 allows 1024 bytes per key; the store root is part of it.
 MAX_KEY_LENGTH = 900
@@ -137,6 +137,15 @@ class Store(abc.ABC):
         writes are not atomic. Returns the document as stored afterwards.
         """
 
+    def check_writable(self) -> None:
+        """Raise `ConversionError` (AccessDenied, StoreUnavailable) when writes will fail.
+
+        Runs before a conversion, so an unusable store fails in seconds rather than after
+        the conversion. The default checks nothing: an S3 store's write permission shows
+        only on the first write, because a probe object could not be deleted again with
+        the permissions a publisher needs.
+        """
+
     def open_source(self, path: Path) -> BinaryIO:
         """Open a local file for upload. Tests override this to make reads fail midway."""
         return open(path, "rb")
@@ -149,8 +158,8 @@ class Store(abc.ABC):
 def open_store(url: str) -> Store:
     """Return the store for `s3://bucket/prefix`, `file:///dir` or a local directory path.
 
-    Raises `ConversionError(StoreUnavailable)` for a URL of another scheme or an invalid
-    bucket name or prefix.
+    Raises `ConversionError(InvalidArgument)`, a usage error, for a URL of another scheme,
+    a file:// URL with a host, or an invalid bucket name or prefix.
     """
     if url.startswith("s3://"):
         from .s3 import S3Store  # boto3 loads only when an S3 store is used.
@@ -160,21 +169,21 @@ def open_store(url: str) -> Store:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise ConversionError(
-                STORE_UNAVAILABLE,
+                INVALID_ARGUMENT,
                 f"store URL {redact_url(url)} names host {parts.netloc!r}; a file:// store must "
                 "be local: write file:///absolute/path",
             )
         path = unquote(parts.path)
     elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
         raise ConversionError(
-            STORE_UNAVAILABLE,
+            INVALID_ARGUMENT,
             f"unsupported store URL {redact_url(url)}: use s3://bucket/prefix, file:///dir or a "
             "local directory",
         )
     else:
         path = url
     if not path:
-        raise ConversionError(STORE_UNAVAILABLE, "the store location is empty")
+        raise ConversionError(INVALID_ARGUMENT, "the store location is empty")
     from .folder import FolderStore
 
     return FolderStore(Path(path))

@@ -108,6 +108,32 @@ class FolderStore(Store):
                 self._write(target, io.BytesIO(encode_json(updated)).read, None, if_absent=False)
                 return updated
 
+    def check_writable(self) -> None:
+        """Create the store folder if needed, then create and remove a temporary file in it.
+
+        A real write catches what permission bits do not show: a read-only file system, an
+        immutable folder, a full disk.
+        """
+        with self._errors("."):
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise ConversionError(
+                    STORE_UNAVAILABLE,
+                    f"{self.root} or one of its parents is a file, not a folder: give a folder"
+                    " as the store",
+                ) from None
+            probe = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                probe.write_bytes(b"")
+            except OSError as error:
+                raise ConversionError(
+                    ACCESS_DENIED,
+                    f"cannot write to the store folder {self.root}: {error.strerror or error};"
+                    " give the user running modelconv write access, or choose another --store",
+                ) from None
+            probe.unlink()
+
     # --- reads --------------------------------------------------------------------------
 
     def get_file(self, key: str, dest: Path) -> Digest:

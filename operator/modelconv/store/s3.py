@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ..errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, ConversionError
+from ..errors import INTEGRITY_FAILED, INVALID_ARGUMENT, STORE_UNAVAILABLE, ConversionError
 from . import (
     CHUNK_SIZE,
     Digest,
@@ -124,7 +124,7 @@ class S3Store(Store):
         prefix = prefix.strip("/")
         if not BUCKET_PATTERN.match(bucket):
             raise ConversionError(
-                STORE_UNAVAILABLE,
+                INVALID_ARGUMENT,
                 f"invalid bucket name {bucket!r} in {redact_url(url)}: S3 bucket names have 3 "
                 "to 63 lowercase letters, digits, dots and hyphens",
             )
@@ -133,7 +133,7 @@ class S3Store(Store):
                 check_key(prefix)
             except ValueError as error:
                 raise ConversionError(
-                    STORE_UNAVAILABLE, f"invalid prefix in {url}: {error}"
+                    INVALID_ARGUMENT, f"invalid prefix in {redact_url(url)}: {error}"
                 ) from None
         return cls(bucket, prefix, settings)
 

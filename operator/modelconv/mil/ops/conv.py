@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..registry import op
+from ..registry import UPCAST, op
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -53,33 +53,84 @@ def _spatial_defaults(x, strides, dilations):
 
 
 def _prepare_conv(ctx, inputs: dict) -> dict:
-    """Cast constant weights (iOS 17 allows another dtype than x) to the output dtype once."""
+    """Cast constant weights (iOS 17 allows another dtype than x) to the output dtype once.
+
+    A 2-d convolution's weight is also stored channels-last once, because torch's oneDNN
+    convolutions ran faster in that layout than in NCHW (torch 2.13, x86-64).
+    """
     prepared = dict(inputs)
     for name in ("weight", "bias"):
         value = prepared.get(name)
         if isinstance(value, torch.Tensor):
             prepared[name] = value.to(ctx.output_dtypes[0])
+    weight = prepared.get("weight")
+    if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+        prepared["weight"] = weight.contiguous(memory_format=torch.channels_last)
     return prepared
 
 
-@op("conv", params=("strides", "pad_type", "pad", "dilations", "groups"), prepare=_prepare_conv)
+# At program precision a float16 convolution is computed in float32 from the float16 values
+# and rounded once. torch's float16 CPU convolution took 2 to 3 times as long on mobilenet's
+# layers (torch 2.13, x86-64), and it also accumulates in float32.
+@op(
+    "conv",
+    params=("strides", "pad_type", "pad", "dilations", "groups"),
+    fp16=UPCAST,
+    prepare=_prepare_conv,
+)
 def conv(ctx, x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None,
          groups=1):
     rank = x.dim() - 2
     if rank not in _CONV:
         raise ctx.unsupported(f"{rank} spatial dimensions")
     strides, dilations = _spatial_defaults(x, strides, dilations)
-    pairs = spatial_padding(
+    padding, explicit = _conv_padding(
         ctx, pad_type, pad, x.shape[2:], weight.shape[2:], strides, dilations
     )
-    weight = weight.to(x.dtype)
-    bias = None if bias is None else bias.to(x.dtype)
-    if all(before == after for before, after in pairs):
-        padding = [before for before, _ in pairs]
-    else:
-        x = F.pad(x, torch_pad_order(pairs))
-        padding = 0
+    if weight.dtype != x.dtype:
+        weight = weight.to(x.dtype)
+    if bias is not None and bias.dtype != x.dtype:
+        bias = bias.to(x.dtype)
+    if rank == 2 and explicit is None and groups == 1 and _is_pointwise(x, weight, padding):
+        # A 1x1 kernel on a 1x1 image, as in squeeze-and-excitation blocks, is a matrix
+        # product. torch's convolution took about 4 times as long on it (torch 2.13, x86-64).
+        flat = F.linear(x.reshape(x.shape[:2]), weight.reshape(weight.shape[:2]), bias)
+        return flat.reshape(flat.shape + (1, 1))
+    if rank == 2:
+        # The output keeps this layout, so the following elementwise ops and convolutions
+        # need no conversion.
+        x = x.contiguous(memory_format=torch.channels_last)
+    if explicit is not None:
+        x = F.pad(x, explicit)
     return _CONV[rank](x, weight, bias, strides, padding, dilations, groups)
+
+
+def _is_pointwise(x, weight, padding) -> bool:
+    return (
+        x.shape[2] == 1 and x.shape[3] == 1 and weight.shape[2] == 1 and weight.shape[3] == 1
+        and not any(padding)
+    )
+
+
+# (padding argument for torch, explicit F.pad list or None) by the layout that determines
+# them; a program has a few dozen distinct layouts.
+_PADDING_CACHE: dict[tuple, tuple] = {}
+
+
+def _conv_padding(ctx, pad_type, pad, sizes, kernel, strides, dilations):
+    """Return torch's symmetric `padding` argument, or 0 and the list for F.pad."""
+    key = (pad_type, None if pad is None else tuple(pad), sizes, kernel, tuple(strides),
+           tuple(dilations))
+    cached = _PADDING_CACHE.get(key)
+    if cached is None:
+        pairs = spatial_padding(ctx, pad_type, pad, sizes, kernel, strides, dilations)
+        if all(before == after for before, after in pairs):
+            cached = ([before for before, _ in pairs], None)
+        else:
+            cached = (0, torch_pad_order(pairs))
+        if len(_PADDING_CACHE) < 4096:
+            _PADDING_CACHE[key] = cached
+    return cached
 
 
 @op(

@@ -44,6 +44,9 @@ class BackendRequest:
     measured_runs: int
     workdir: Path
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # Output names of the expected outputs: the spec's names, which the Core ML program may
+    # declare under other names (coremltools renames reserved words such as `state`).
+    output_names: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass

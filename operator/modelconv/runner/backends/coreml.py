@@ -110,8 +110,11 @@ def _run_unit(ct, compiled: Path, compute_unit: str, description,
         return unit
     unit.load_ms = elapsed_ms(started)
     try:
-        feeds = [feed_for(description, sample) for sample in request.samples]
-        unit.outputs = [prediction_arrays(model.predict(feed)) for feed in feeds]
+        names = coreml_feature_names(description, request)
+        feeds = [feed_for(description, names.feed(sample)) for sample in request.samples]
+        unit.outputs = [
+            names.by_spec_name(prediction_arrays(model.predict(feed))) for feed in feeds
+        ]
         unit.latencies_ms = measure_latencies(lambda: model.predict(feeds[0]), request)
     except CheckCancelled:
         raise
@@ -120,6 +123,16 @@ def _run_unit(ct, compiled: Path, compute_unit: str, description,
         unit.failure_reason = PREDICTION_FAILED
         unit.failure_message = f"prediction on {compute_unit} failed: {error}"
     return unit
+
+
+def coreml_feature_names(description, request: BackendRequest):
+    """Match the samples' names to the model's (coremltools renames e.g. `state`)."""
+    from ...pipeline.feature_names import match_feature_names
+
+    return match_feature_names(
+        list(request.samples[0]), [feature.name for feature in description.input],
+        request.output_names, [feature.name for feature in description.output],
+    )
 
 
 def feed_for(description, sample: Mapping[str, np.ndarray]) -> dict:

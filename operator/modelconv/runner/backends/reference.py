@@ -12,6 +12,7 @@ import platform
 import threading
 import time
 
+from ...errors import ConversionError
 from ..resource import MIL_REFERENCE, PREDICTION_FAILED
 from . import (
     BackendRequest,
@@ -55,6 +56,7 @@ class ReferenceBackend:
 
     def _run(self, request: BackendRequest) -> BackendRun:
         from modelconv import mil
+        from modelconv.pipeline.feature_names import match_feature_names
 
         started = time.perf_counter()
         try:
@@ -63,9 +65,19 @@ class ReferenceBackend:
             raise PackageLoadFailure(str(error)) from None
         unit = UnitRun(compute_unit=None, load_ms=elapsed_ms(started))
         try:
-            unit.outputs = [mil.execute(program, sample) for sample in request.samples]
-            first = request.samples[0]
+            names = match_feature_names(
+                list(request.samples[0]), program.input_names,
+                request.output_names, program.output_names,
+            )
+            unit.outputs = [
+                names.by_spec_name(mil.execute(program, names.feed(sample)))
+                for sample in request.samples
+            ]
+            first = names.feed(request.samples[0])
             unit.latencies_ms = measure_latencies(lambda: mil.execute(program, first), request)
+        except ConversionError as error:
+            unit.failure_reason = PREDICTION_FAILED
+            unit.failure_message = f"the package's features do not match the samples: {error}"
         except mil.MilError as error:
             unit.failure_reason = PREDICTION_FAILED
             unit.failure_message = f"the reference executor failed: {error}"
