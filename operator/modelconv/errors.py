@@ -8,6 +8,8 @@ stage.
 
 from __future__ import annotations
 
+from .redaction import redact_urls
+
 # Reasons, as they appear in status conditions, reports and `--output json`.
 INVALID_SPEC = "InvalidSpec"
 INVALID_ARGUMENT = "InvalidArgument"
@@ -38,6 +40,8 @@ class ConversionError(Exception):
     def __init__(
         self, reason: str, message: str, *, permanent: bool = True, details: dict | None = None
     ):
+        # Messages reach logs, reports and status conditions: no URL credentials in them.
+        message = redact_urls(message)
         super().__init__(message)
         self.reason = reason
         self.message = message

@@ -232,7 +232,12 @@ def outcome_lines(outcome: "RunOutcome") -> list[str]:
             lines.append(f"Failed: {outcome.reason}: {outcome.message}")
         else:
             lines.append(f"Failed: {outcome.reason} in stage {outcome.failed_stage.stage}")
-        lines.append("Nothing was published.")
+        failed = outcome.failed_stage
+        if failed is not None and failed.metrics.get("published"):
+            # The publish stopped after its manifest, and the message lists what is left to finish.
+            lines.append(f"Published {failed.metrics['location']}, but not yet in its index.")
+        else:
+            lines.append("Nothing was published.")
     if outcome.workdir_kept and outcome.report_dir is not None and not outcome.succeeded:
         lines.append(f"Report: {outcome.report_dir / 'report.html'}")
     if outcome.workdir_kept:

@@ -10,6 +10,7 @@ default.
 
 from __future__ import annotations
 
+import datetime
 import re
 from typing import Annotated, Literal, Optional, Union
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidSpec
+from .redaction import redact_urls
 
 API_GROUP = "modelconv.io"
 API_VERSION = f"{API_GROUP}/v1alpha1"
@@ -70,6 +72,8 @@ PATTERN_DESCRIPTIONS = {
         " with a letter or digit"
     ),
 }
+# Values YAML makes of unquoted scalars, which a string field gets instead of the text written.
+YAML_SCALARS = (int, float, bool, datetime.date, type(None))
 # 2**28 float32 elements are 1 GiB per validation sample.
 MAX_INPUT_ELEMENTS = 2**28
 
@@ -82,6 +86,8 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        # NaN would pass no tolerance check and fail every comparison with it.
+        allow_inf_nan=False,
     )
 
 
@@ -132,6 +138,7 @@ class FactorySource(SpecModel):
     )
     seed: int = Field(
         default=0,
+        strict=True,
         ge=0,
         description="torch.manual_seed applied before the factory runs, so random init is reproducible.",
     )
@@ -173,7 +180,11 @@ SOURCE_KINDS = ("exported_program", "torchscript", "onnx", "factory")
 # --- inputs and outputs -----------------------------------------------------------------
 
 Dim = Annotated[
-    Union[Annotated[int, Field(ge=1)], Annotated[str, Field(pattern=RANGE_PATTERN)]],
+    Union[
+        # strict: YAML reads true and false as booleans, which a lax int would take as 1 and 0.
+        Annotated[int, Field(ge=1, strict=True)],
+        Annotated[str, Field(pattern=RANGE_PATTERN)],
+    ],
     Field(description='A fixed size (integer >= 1) or a range "MIN..MAX".'),
 ]
 
@@ -287,7 +298,7 @@ class TensorOutput(SpecModel):
 class ExportSettings(SpecModel):
     """PyTorch to ONNX export."""
 
-    opset: int = Field(default=18, ge=13, le=23, description="ONNX opset version.")
+    opset: int = Field(default=18, strict=True, ge=13, le=23, description="ONNX opset version.")
     exporter: Literal["auto", "dynamo", "torchscript"] = Field(
         default="auto",
         description="auto tries the dynamo-based exporter, then the TorchScript exporter.",
@@ -326,8 +337,10 @@ class CoreMLSettings(SpecModel):
 class RandomSamples(SpecModel):
     """Seeded random validation inputs; ranged dimensions are sampled at min, max and between."""
 
-    count: int = Field(default=3, ge=1, le=64, description="Number of random input sets.")
-    seed: int = Field(default=0, ge=0, description="Seed of the generator.")
+    count: int = Field(
+        default=3, strict=True, ge=1, le=64, description="Number of random input sets."
+    )
+    seed: int = Field(default=0, strict=True, ge=0, description="Seed of the generator.")
 
 
 class DeviceCheck(SpecModel):
@@ -430,8 +443,8 @@ class StageOverride(SpecModel):
         description="Image for this stage instead of the default stage image; must carry modelconv.",
     )
     resources: Optional[Resources] = Field(default=None, description="Requests and limits.")
-    active_deadline_seconds: Optional[int] = Field(default=None, ge=10, le=86400)
-    backoff_limit: Optional[int] = Field(default=None, ge=0, le=10)
+    active_deadline_seconds: Optional[int] = Field(default=None, strict=True, ge=10, le=86400)
+    backoff_limit: Optional[int] = Field(default=None, strict=True, ge=0, le=10)
 
 
 class TrainSettings(SpecModel):
@@ -445,7 +458,7 @@ class TrainSettings(SpecModel):
         default="exportedProgram", description="Format of the trained model file."
     )
     resources: Optional[Resources] = None
-    active_deadline_seconds: Optional[int] = Field(default=None, ge=10, le=604800)
+    active_deadline_seconds: Optional[int] = Field(default=None, strict=True, ge=10, le=604800)
 
 
 class ConversionSpec(SpecModel):
@@ -522,6 +535,20 @@ def _first_error(error: ValidationError) -> InvalidSpec:
     return InvalidSpec(_field_path(detail["loc"]), describe_error(detail))
 
 
+def quoted_value(value: object, limit: int = 80) -> str:
+    """Return `value` quoted for a message: URL credentials redacted, at most `limit` characters.
+
+    A cut value ends in "..." inside its closing quote, so the reader sees where it was cut.
+    """
+    text = redact_urls(str(value))
+    if len(text) > limit:
+        text = text[: limit - 3]
+        if text.rfind("<") > text.rfind(">"):
+            text = text[: text.rfind("<")]  # Never cut a `<redacted>` in half.
+        text += "..."
+    return repr(text)
+
+
 def describe_error(detail: dict) -> str:
     """Return the message of one pydantic error detail in words a user can act on."""
     kind = detail["type"]
@@ -532,15 +559,42 @@ def describe_error(detail: dict) -> str:
         return "required field is missing"
     if kind == "string_pattern_mismatch":
         allowed = PATTERN_DESCRIPTIONS.get(detail.get("ctx", {}).get("pattern"), "")
-        value_text = repr(value)[:80]
+        value_text = quoted_value(value)
         return f"{value_text} is invalid: use {allowed}" if allowed else f"{value_text} is invalid"
-    if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        # YAML reads 1.0 as a float and 1 as an integer; the field needs a string.
+    if kind == "string_type" and isinstance(value, YAML_SCALARS):
+        key = next((part for part in reversed(detail["loc"]) if isinstance(part, str)), "field")
+        example = "1.10" if key == "version" else "..."
         return (
-            f"must be a string, but YAML read the number {value!r}; quote the value as you"
-            f" wrote it, e.g. \"{value}\""
+            f"must be a string, but YAML read the unquoted value as {_yaml_reading(value)};"
+            f' put the value in quotes exactly as you wrote it, e.g. {key}: "{example}"'
+        )
+    if kind == "int_type" and isinstance(value, bool):
+        return (
+            f"YAML read the unquoted value as the boolean {str(value).lower()}; give a whole"
+            " number"
+        )
+    if kind == "finite_number" and isinstance(value, float):
+        word = "NaN" if value != value else "infinity"
+        return f"{word} is not allowed: give a finite number"
+    if detail.get("ctx", {}).get("class_name") == "FileSource":
+        path = value if isinstance(value, str) else "PATH"
+        return (
+            f"{quoted_value(value)} is invalid: give a mapping {{uri: ...}},"
+            f" e.g. {{uri: {path}}}"
         )
     return detail["msg"].removeprefix("Value error, ")
+
+
+def _yaml_reading(value: object) -> str:
+    # YAML 1.1 turns unquoted 1.10 into the number 1.1, yes into true and 2026-01-01 into a
+    # date, so the text the user wrote cannot be recovered from the parsed value.
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return f"the date {value.isoformat()}"
+    return f"the number {value!r}"
 
 
 def parse_conversion(document: object) -> ModelConversion:

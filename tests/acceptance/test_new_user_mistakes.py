@@ -148,15 +148,18 @@ def test_onnx_source_that_is_a_directory_says_so(tmp_path):
 
 def test_unquoted_version_gets_a_hint_to_quote_it(tmp_path):
     conversion = write_document(tmp_path / "conversion.yaml", linear_document())
-    text = conversion.read_text().replace("version: 1.0.0", "version: 1.0")
-    assert "version: 1.0\n" in text
+    text = conversion.read_text().replace("version: 1.0.0", "version: 1.10")
+    assert "version: 1.10\n" in text
     conversion.write_text(text)
 
     result = run_modelconv("run", conversion, cwd=tmp_path)
 
     assert result.returncode == 2, result.stderr
     assert "spec.publish.version" in result.stderr
-    assert 'quote the value as you wrote it, e.g. "1.0"' in result.stderr
+    # YAML turned 1.10 into 1.1, so the message must not claim to know the text.
+    assert "YAML read the unquoted value as the number 1.1;" in result.stderr
+    assert "put the value in quotes exactly as you wrote it" in result.stderr
+    assert '"1.1"' not in result.stderr
 
 
 def test_invalid_names_are_described_in_words(tmp_path):
@@ -169,3 +172,69 @@ def test_invalid_names_are_described_in_words(tmp_path):
     assert "lowercase letters, digits" in result.stderr
     assert "pattern" not in result.stderr
     assert "^[" not in result.stderr
+
+
+def test_unwritable_junit_and_workdir_rejected_early(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    conversion = write_document(tmp_path / "conversion.yaml", linear_document())
+    cases = [
+        ("--junit", "/proc/modelconv-junit.xml"),
+        ("--junit", tmp_path / "afile" / "junit.xml"),
+        ("--workdir", "/proc/modelconv-workdir"),
+        ("--workdir", tmp_path / "afile" / "workdir"),
+    ]
+    for option, path in cases:
+        result = run_modelconv(
+            "run", conversion, "--store", tmp_path / "releases", option, path, cwd=tmp_path
+        )
+
+        assert_no_internal_error(result)
+        assert result.returncode == 2, (option, path, result.stderr)
+        assert f"InvalidArgument: {option} {path}" in result.stderr
+        assert not (tmp_path / "releases" / "linear").exists(), (option, path)
+
+
+def test_store_that_cannot_be_created_is_classified(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    conversion = write_document(tmp_path / "conversion.yaml", linear_document())
+    for store, reason in (
+        ("/proc/modelconv-store", "AccessDenied"),
+        (tmp_path / "afile" / "sub", "StoreUnavailable"),
+    ):
+        result = run_modelconv("run", conversion, "--store", store, cwd=tmp_path)
+
+        assert_no_internal_error(result)
+        assert result.returncode == 1, (store, result.stderr)
+        assert reason in result.stdout + result.stderr, store
+
+
+def test_invalid_s3_settings_are_invalid_arguments(tmp_path):
+    cases = [
+        ({"MODELCONV_S3_ENDPOINT": "notaurl"}, "MODELCONV_S3_ENDPOINT='notaurl'"),
+        (
+            {"MODELCONV_S3_ENDPOINT": "http://127.0.0.1:9", "MODELCONV_S3_MAX_ATTEMPTS": "abc"},
+            "MODELCONV_S3_MAX_ATTEMPTS='abc'",
+        ),
+    ]
+    for settings, named in cases:
+        environment = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", **settings)
+        result = subprocess.run(
+            [MODELCONV, "releases", "s3://modelconv-bucket/m"],
+            capture_output=True, text=True, env=environment, cwd=tmp_path,
+        )
+
+        assert_no_internal_error(result)
+        assert result.returncode == 2, result.stderr
+        assert f"InvalidArgument: {named}" in result.stderr
+
+
+def test_store_url_without_bucket_says_so(tmp_path):
+    conversion = write_document(tmp_path / "conversion.yaml", linear_document())
+
+    result = run_modelconv("run", conversion, "--store", "s3://", "--output", "json",
+                           "--workdir", tmp_path / "work", cwd=tmp_path)
+
+    assert_no_internal_error(result)
+    assert result.returncode == 2
+    assert "'s3://' names no bucket" in result.stderr
+    assert "s3::" not in result.stdout + result.stderr

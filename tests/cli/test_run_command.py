@@ -276,3 +276,20 @@ def test_run_publishes_to_s3(conversion_file, s3_server, s3_bucket, tmp_path):
     assert {f"models/tiny-linear/1.0.0/{name}" for name in RELEASE_FILES} <= keys
     assert json.loads(process.stdout)["release"]["location"] == f"s3://{s3_bucket}/models/tiny-linear/1.0.0"
     assert env["AWS_SECRET_ACCESS_KEY"] not in process.stdout + process.stderr
+
+
+def test_junit_write_failure_prints_one_line(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    import modelconv.pipeline.junit as junit
+    from modelconv.cli.run_commands import _write_junit
+
+    # The document needs a whole run outcome; this case is about the write alone.
+    empty = ElementTree.ElementTree(ElementTree.Element("testsuites"))
+    monkeypatch.setattr(junit, "junit_document", lambda _: empty)
+
+    _write_junit(SimpleNamespace(succeeded=True), Path("/proc/modelconv-junit.xml"))
+
+    error = capsys.readouterr().err
+    assert "the release was published, but the JUnit file /proc/modelconv-junit.xml" in error
+    assert "Traceback" not in error

@@ -222,3 +222,24 @@ def test_outcome_of_no_stage_is_not_success():
     outcome = RunOutcome(conversion=conversion(), store="s", workdir=Path("/nonexistent"))
     assert not outcome.succeeded
 
+
+
+@pytest.fixture
+def immutable_model_folder(tmp_path):
+    """A store whose root is writable but whose model folder is not, even for root."""
+    folder = tmp_path / "store" / "tiny-linear"
+    folder.mkdir(parents=True)
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_unwritable_model_folder_fails_before_any_stage(immutable_model_folder):
+    outcome = run_pipeline(conversion(), store=str(immutable_model_folder.parent))
+
+    assert [result.stage for result in outcome.results] == ["publish"]
+    assert outcome.reason == "AccessDenied"
+    assert str(immutable_model_folder) in outcome.message

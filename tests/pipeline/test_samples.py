@@ -7,7 +7,7 @@ import pytest
 from conftest import make_spec
 from safetensors.numpy import save_file
 
-from modelconv.errors import InvalidSpec
+from modelconv.errors import ConversionError, InvalidSpec
 from modelconv.pipeline.samples import (
     Sample,
     build_samples,
@@ -154,3 +154,13 @@ def test_samples_file_missing_an_input_lists_what_it_has(tmp_path):
         read_samples_file(spec, tmp_path)
     assert "'x'" in error.value.message
     assert "other" in error.value.message
+
+
+def test_samples_file_directory_is_named_so(tmp_path):
+    folder = tmp_path / "recorded"
+    folder.mkdir()
+    spec = spec_with([{"name": "x", "shape": [2]}], samplesFile={"uri": str(folder)})
+    with pytest.raises(ConversionError) as error:
+        read_samples_file(spec, tmp_path)
+    assert "is a directory; give the path of the samples file" in error.value.message
+    assert "model file" not in error.value.message

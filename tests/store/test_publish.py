@@ -347,8 +347,11 @@ def test_stop_before_index_update_is_repaired_by_retry(store_location, tmp_path:
     interrupted.fail_index_update = True
     interrupted.start_observing("mobilenet", "1.0.0")
 
-    with pytest.raises(OSError, match="before the index update"):
+    with pytest.raises(ConversionError, match="before the index update") as raised:
         publish(interrupted, files, channels=["stable"])
+    # The version is visible, and the message says so and how to finish it.
+    assert "is published (its manifest.json is written)" in raised.value.message
+    assert raised.value.metrics["published"] is True
     store = open_store(str(location))
     assert verify_release(store, "mobilenet", "1.0.0").ok
     assert list_releases(store, "mobilenet").versions == ()

@@ -95,7 +95,7 @@ def releases_command(args: argparse.Namespace) -> int:
 
     store, (model,) = split_location(args.model, ("model",))
     catalog = list_releases(store, model)
-    if not catalog.versions and not catalog.channels:
+    if not catalog.versions and not catalog.channels and not catalog.unindexed:
         raise ConversionError(
             RELEASE_NOT_FOUND, f"{catalog.location} has no releases (no index.json): check the "
             "store URL and the model name"
@@ -110,6 +110,12 @@ def releases_command(args: argparse.Namespace) -> int:
     count = len(catalog.versions)
     print(f"{catalog.location}: {count} version{'' if count == 1 else 's'}")
     _print_table(rows)
+    for version in catalog.unindexed:
+        print(
+            f"{version}: published (manifest.json exists) but not in index.json, because its"
+            f" publish stopped early. Run the same `modelconv run` again, or `modelconv promote"
+            f" {catalog.location}/{version} CHANNEL`, to record it"
+        )
     return EXIT_OK
 
 

@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
 from ..errors import INVALID_ARGUMENT, ConversionError
+from ..redaction import redact_urls
 
 # Loggers of the libraries that a run drives. Their warnings are noise to users, so they are
 # silenced unless --debug is set.
@@ -167,13 +169,18 @@ def run_command(args: argparse.Namespace) -> int:
         close = getattr(observer, "close", None)
         if close is not None:
             close()
-        # The manifest is written last, so an interrupted run leaves no visible release.
-        print("modelconv: interrupted; nothing was published", file=sys.stderr)
+        # The stop may have come after the manifest, so read the store to find what is visible.
+        from ..pipeline.publish import stopped_run_state
+
+        state = stopped_run_state(conversion, args.store)
+        if args.output == "json":
+            document = failure_document(args, "interrupted", "Interrupted", state)
+            document.update(exit_code=EXIT_INTERRUPTED, **run_identity(conversion, args.store))
+            print(json.dumps(document, indent=2))
+        print(f"modelconv: interrupted; {state}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.junit:
-        from ..pipeline.junit import write_junit
-
-        write_junit(outcome, args.junit)
+        _write_junit(outcome, args.junit)
 
     if args.output == "json":
         print(json.dumps(outcome_document(outcome), indent=2))
@@ -205,31 +212,111 @@ def check_run_options(args: argparse.Namespace) -> None:
             INVALID_ARGUMENT, f"--junit {args.junit} is a folder; give a file name such as"
             f" {args.junit / 'modelconv-junit.xml'}"
         )
+    # The JUnit file is written after the run, so a folder that cannot take it would
+    # otherwise fail only once the release is published.
+    if args.junit is not None:
+        _check_folder_can_be_written("--junit", args.junit, args.junit.parent)
+    if args.workdir is not None:
+        _check_folder_can_be_written("--workdir", args.workdir, args.workdir)
+
+
+def _check_folder_can_be_written(option: str, path: Path, folder: Path) -> None:
+    """Reject `path` unless `folder` is a writable folder or can be created as one."""
+    existing = Path(folder).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            f"{option} {path}: {existing} is a file, so no folder can be made under it;"
+            " give a path under a folder",
+        )
+    _probe_write(option, path, existing)
+
+
+def _probe_write(option: str, path: Path, folder: Path) -> None:
+    # Permission bits are not enough (root ignores them, and /proc rejects every new file),
+    # so create and remove a file there.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            f"{option} {path}: cannot write in {folder} ({error.strerror or error});"
+            " give a path in a folder you can write to",
+        ) from None
+
+
+def _write_junit(outcome, path: Path) -> None:
+    """Write the JUnit file. A failed write prints one line and keeps the run's exit code."""
+    from ..pipeline.junit import write_junit
+
+    try:
+        write_junit(outcome, path)
+    except OSError as error:
+        published = "the release was published, but " if outcome.succeeded else ""
+        print(
+            f"modelconv: {published}the JUnit file {path} was not written:"
+            f" {error.strerror or error}",
+            file=sys.stderr,
+        )
 
 
 def _report_early_failure(args: argparse.Namespace, error: ConversionError) -> int:
     """Report a failure found before any stage ran (the file itself is invalid)."""
     if args.output == "json":
-        document = {
-            "succeeded": False,
-            "outcome": "failed",
-            "reason": error.reason,
-            "message": error.message,
-            "file": args.file,
-            "stages": [],
-            "release": None,
-        }
+        document = failure_document(args, "failed", error.reason, error.message)
+        document["exit_code"] = error.exit_code
         print(json.dumps(document, indent=2))
     print(f"modelconv: {error.reason}: {error.message}", file=sys.stderr)
     return error.exit_code
 
 
+def failure_document(args: argparse.Namespace, outcome: str, reason: str, message: str) -> dict:
+    """Return the `--output json` document of a run that ended before its outcome existed.
+
+    It has every key of `outcome_document`; what is not known (the file was invalid, the run
+    was interrupted) is null.
+    """
+    return {
+        "succeeded": False,
+        "outcome": outcome,
+        "exit_code": None,
+        "reason": reason,
+        "message": message,
+        "file": args.file,
+        "name": None,
+        "model": None,
+        "version": None,
+        "store": args.store,
+        "stages": [],
+        "skipped": None,
+        "release": None,
+        "report": None,
+        "workdir": str(args.workdir) if args.workdir else None,
+    }
+
+
+def run_identity(conversion, store: Optional[str]) -> dict:
+    """Return the `name`, `model`, `version` and `store` of a valid ModelConversion."""
+    from ..pipeline.run import resolve_store
+
+    return {
+        "name": conversion.metadata.name,
+        "model": conversion.spec.publish.model,
+        "version": conversion.spec.publish.version,
+        "store": resolve_store(conversion, store),
+    }
+
+
 def _print_internal_error(error: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(error, file=sys.stderr)
-        print(f"modelconv: internal error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(redact_urls(f"modelconv: internal error: {type(error).__name__}: {error}"),
+              file=sys.stderr)
         return
-    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    first_line = redact_urls((str(error).strip().splitlines() or [""])[0])[:300]
     print(
         f"modelconv: internal error: {type(error).__name__}: {first_line}; {DEBUG_HINT}",
         file=sys.stderr,

@@ -16,6 +16,7 @@ import logging
 from typing import Optional
 
 from ..errors import ConversionError
+from ..redaction import redact_url
 from ..spec import ConversionSpec
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ class ResultReader:
         except ConversionError as error:
             # The stage Jobs may be allowed to read a bucket that the operator may not. The URI
             # alone then identifies the source, and the export stage reports a missing file.
-            log.warning("cannot read the version of source %s: %s", source.uri, error)
+            log.warning(
+                "cannot read the version of source %s: %s", redact_url(source.uri), error
+            )
             return ""
         return info.etag if info is not None else ""

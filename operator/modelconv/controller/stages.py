@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ..plan import CACHED_STAGES, PlannedStage, RunPlan
+from ..redaction import redact_urls
 from ..spec import ConversionSpec
 from . import jobs as manifests
 from . import status as st
@@ -152,7 +153,7 @@ async def _from_job(ctl, run: RunPass, stage: PlannedStage, job: dict, base: dic
 
 
 def _result_message(result: dict) -> str:
-    return str(result.get("message") or "")[:1024]
+    return redact_urls(str(result.get("message") or ""))[:1024]
 
 
 def _from_outcome(base: dict, outcome: JobOutcome, run: RunPass) -> dict:

@@ -17,6 +17,8 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from ..redaction import redact_urls
+
 # Condition type of each stage, and the summary condition.
 STAGE_CONDITIONS = {
     "train": "Trained",
@@ -240,7 +242,8 @@ def set_condition(
         "type": type_,
         "status": status,
         "reason": reason,
-        "message": message[:4096],
+        # Stage messages may quote a user's URL: no credentials in the status.
+        "message": redact_urls(message)[:4096],
         "observedGeneration": generation,
         "lastTransitionTime": transition,
     }

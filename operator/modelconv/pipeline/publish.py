@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import CONVERSION_FAILED, ConversionError
+from ..redaction import redact_url
 from ..spec import ConversionSpec
 from .feature_names import package_feature_names
 from .report import (
@@ -105,6 +106,81 @@ def run_publish(context: StageContext) -> StageResult:
     )
 
 
+def finish_stopped_publish(
+    store, spec: ConversionSpec, stored, started: float
+) -> Optional[StageResult]:
+    """Finish a publish of this spec that stopped after its manifest, without converting again.
+
+    Returns a succeeded publish result when the index entry or a channel was missing and is
+    now written, and None when nothing is left to finish. A version published from another
+    spec whose index entry is missing gives a failed VersionExists result that names the
+    command which records it.
+    """
+    import time
+
+    from ..errors import VERSION_EXISTS
+    from ..release import complete_release
+    from ..release.publish import unfinished_steps
+
+    model, version = spec.publish.model, spec.publish.version
+    channels = tuple(spec.publish.channels)
+    location = store.url_of(f"{model}/{version}")
+    try:
+        completed = complete_release(store, model, version, channels, spec_digest(spec))
+        missing_from_index = completed is None and unfinished_steps(store, stored, ())[0]
+    except ConversionError as error:
+        return StageResult(stage="publish", succeeded=False, reason=error.reason,
+                           message=error.message, started=started, finished=time.time())
+    if completed is not None:
+        return StageResult(
+            stage="publish",
+            succeeded=True,
+            message=f"finished the publish of {location}: its index entry and channels",
+            metrics=release_metrics(completed, location),
+            started=started,
+            finished=time.time(),
+        )
+    if not missing_from_index:
+        return None
+    return StageResult(
+        stage="publish",
+        succeeded=False,
+        reason=VERSION_EXISTS,
+        message=(
+            f"{location} is published from another spec (its manifest's specSha256 differs)"
+            f" and is not in index.json yet. Set publish.version to a new version; to list"
+            f" the existing one, run `modelconv promote {location} CHANNEL`"
+        ),
+        started=started,
+        finished=time.time(),
+    )
+
+
+def stopped_run_state(conversion, store_option: Optional[str]) -> str:
+    """Return what a run stopped by Ctrl-C left in the store: nothing, or a version to finish.
+
+    The stop may have come after the manifest was written, so the store is read to find out.
+    """
+    from ..release import publish_state_message
+    from ..store import open_store
+    from .run import resolve_store
+
+    spec = conversion.spec
+    store_url = resolve_store(conversion, store_option)
+    try:
+        store = open_store(store_url)
+        return publish_state_message(
+            store, spec.publish.model, spec.publish.version, tuple(spec.publish.channels)
+        )
+    except (ConversionError, OSError, KeyboardInterrupt) as error:
+        # A second Ctrl-C or an unreachable store: report what is unknown and how to check it.
+        cause = error.message if isinstance(error, ConversionError) else type(error).__name__
+        return (
+            f"could not read {store_url} to find whether version {spec.publish.version} was"
+            f" published ({cause}); `modelconv releases` and `modelconv verify` show it"
+        )
+
+
 def release_metrics(published, location: str) -> dict:
     """Return the publish stage's metrics: where the release is and what it contains."""
     return {
@@ -155,9 +231,9 @@ def source_description(spec: ConversionSpec, export: Optional[StageResult]) -> d
         described["entrypoint"] = source.factory.entrypoint
         described["seed"] = source.factory.seed
         if source.factory.weights is not None:
-            described["weights"] = source.factory.weights.uri
+            described["weights"] = redact_url(source.factory.weights.uri)
     else:
-        described["uri"] = getattr(source, kind).uri
+        described["uri"] = redact_url(getattr(source, kind).uri)
     return described
 
 

@@ -20,6 +20,7 @@ import platform
 from pathlib import Path
 from typing import Any, Optional
 
+from ..redaction import redact_document
 from ..spec import ConversionSpec
 from .stage import StageResult
 
@@ -182,7 +183,8 @@ def build_report(
         "package_signature": package_signature,
         "tools": tool_versions(),
         "spec_sha256": spec_digest(spec),
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # Source URLs may be presigned: the report shows them redacted.
+        "spec": redact_document(spec.model_dump(mode="json", by_alias=True, exclude_none=True)),
         "release": release,
     }
 

@@ -89,6 +89,15 @@ def render_html(report: dict) -> str:
     )
 
 
+def publish_outcome(report: dict) -> str:
+    """Return the sentence on what a failed run published: nothing, or an unindexed version."""
+    for entry in report.get("stages", []):
+        metrics = entry.get("metrics") or {}
+        if entry.get("stage") == "publish" and metrics.get("published"):
+            return f"Published {metrics.get('location')}, but not yet in its index."
+    return "Nothing was published."
+
+
 def _header(report: dict) -> str:
     succeeded = report["succeeded"]
     release = report.get("release") or {}
@@ -99,7 +108,8 @@ def _header(report: dict) -> str:
     else:
         outcome = (
             f"<strong class=\"fail\">Failed: {_e(report['reason'])}</strong>"
-            f"<div>{_e(report['message'])}</div><div class=\"msg\">Nothing was published.</div>"
+            f"<div>{_e(report['message'])}</div>"
+            f"<div class=\"msg\">{_e(publish_outcome(report))}</div>"
         )
     skipped = "".join(
         f"<div class=\"msg\">{_e(stage)}: {_e(why)}</div>"

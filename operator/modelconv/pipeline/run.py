@@ -25,6 +25,7 @@ from typing import Optional
 from .. import errors
 from ..errors import ConversionError
 from ..progress import RunObserver, SilentProgress
+from ..redaction import redact_urls
 from ..spec import ConversionSpec, ModelConversion
 from .stage import StageContext, StageResult
 
@@ -185,6 +186,8 @@ def run_pipeline(
         if refusal is not None:
             _record(outcome, refusal)
             observer.stage_finished(refusal)
+            if refusal.succeeded:
+                outcome.release = dict(refusal.metrics)
         else:
             _run_stages(outcome, observer)
     finally:
@@ -201,7 +204,7 @@ def _guarded(outcome: RunOutcome, stage: str, call) -> Optional[StageResult]:
     except Exception as error:  # a bug: record it, keep the traceback for --debug
         outcome.internal_error = error
         return StageResult(stage=stage, succeeded=False, reason=INTERNAL_ERROR,
-                           message=f"{type(error).__name__}: {error}",
+                           message=redact_urls(f"{type(error).__name__}: {error}"),
                            started=started, finished=time.time())
 
 
@@ -212,6 +215,8 @@ def check_release_absent(conversion: ModelConversion) -> Optional[StageResult]:
 
     Checked before any stage runs, so a run that could never publish fails in seconds, not
     after a conversion: a version is immutable, and a new run always makes a new report.
+    A version whose publish stopped after its manifest, made from this same spec, gets its
+    index entry and channels finished instead, and the result is a succeeded publish.
     """
     from ..release import read_manifest
     from ..store import open_store
@@ -222,12 +227,18 @@ def check_release_absent(conversion: ModelConversion) -> Optional[StageResult]:
         store = open_store(spec.publish.store)
         existing = read_manifest(store, spec.publish.model, spec.publish.version)
         if existing is None:
-            store.check_writable()
+            store.check_writable(spec.publish.model)
     except ConversionError as error:
         return StageResult(stage="publish", succeeded=False, reason=error.reason,
                            message=error.message, started=started, finished=time.time())
     if existing is None:
         return None
+    # A run stopped after the manifest: finish the index and channels, convert nothing.
+    from .publish import finish_stopped_publish
+
+    finished = finish_stopped_publish(store, spec, existing, started)
+    if finished is not None:
+        return finished
     location = store.url_of(f"{spec.publish.model}/{spec.publish.version}")
     return StageResult(
         stage="publish",

@@ -91,7 +91,7 @@ def onnx_session(path: Path):
 
 
 def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]], input_names, output_names) -> list:
-    """Run an ONNX file with ONNX Runtime; outputs are taken in graph order."""
+    """Run an ONNX file with ONNX Runtime; outputs are taken by name, in spec order."""
     session = onnx_session(path)
     graph_inputs = [item.name for item in session.get_inputs()]
     spec_inputs = list(input_names)
@@ -103,10 +103,18 @@ def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]], input_names, outpu
             f"inputs: the ONNX graph takes {graph_inputs} but the spec lists {spec_inputs};"
             " name the inputs as the graph does, in its order",
         )
+    graph_outputs = [item.name for item in session.get_outputs()]
+    spec_outputs = list(output_names)
+    if sorted(graph_outputs) != sorted(spec_outputs):
+        raise ConversionError(
+            INVALID_SPEC,
+            f"outputs: the ONNX graph's outputs are {graph_outputs} but the spec lists"
+            f" {spec_outputs}; list each graph output once, by its name (any order)",
+        )
     results = []
     for sample in inputs:
-        outputs = session.run(None, {name: sample[name] for name in graph_inputs})
-        results.append(_name_outputs(list(outputs), output_names))
+        outputs = session.run(spec_outputs, {name: sample[name] for name in graph_inputs})
+        results.append(_name_outputs(list(outputs), spec_outputs))
     return results
 
 

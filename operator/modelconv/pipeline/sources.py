@@ -58,6 +58,9 @@ class LoadedSource:
     module: Any = None
     exported_program: Any = None
     onnx_path: Optional[Path] = None
+    # The spec's output names, in spec order, for an ONNX source: its torch module returns
+    # the graph's outputs in this order, whatever the graph's own order is.
+    onnx_outputs: tuple[str, ...] = ()
     _onnx_module: Any = None
 
     def torch_module(self):
@@ -65,7 +68,7 @@ class LoadedSource:
         if self.module is not None:
             return self.module
         if self._onnx_module is None:
-            self._onnx_module = onnx_to_torch(self.onnx_path)
+            self._onnx_module = onnx_to_torch(self.onnx_path, self.onnx_outputs)
         return self._onnx_module
 
 
@@ -90,8 +93,10 @@ def load_source(spec: ConversionSpec, workdir: Path) -> LoadedSource:
         return LoadedSource(kind, digest, module=program.module(), exported_program=program)
     if kind == "torchscript":
         return LoadedSource(kind, digest, module=load_torchscript(path, field))
-    check_onnx_file(path, field)
-    return LoadedSource(kind, digest, onnx_path=path)
+    model = check_onnx_file(path, field)
+    output_names = [output.name for output in spec.outputs]
+    check_onnx_outputs(model, output_names)
+    return LoadedSource(kind, digest, onnx_path=path, onnx_outputs=tuple(output_names))
 
 
 # --- fetching ---------------------------------------------------------------------------
@@ -107,8 +112,8 @@ def fetch_file(source: FileSource, directory: Path, field: str) -> Path:
         if path.is_dir():
             raise ConversionError(
                 SOURCE_NOT_FOUND,
-                f"{field}.uri: {path} is a directory; give the path of the model file inside"
-                " it (for example model.onnx)",
+                f"{field}.uri: {path} is a directory; give the path of {_file_kind(field)}"
+                " inside it",
             )
         if not path.is_file():
             raise ConversionError(
@@ -125,6 +130,14 @@ def fetch_file(source: FileSource, directory: Path, field: str) -> Path:
                 " fix the file or update the checksum",
             )
     return path
+
+
+def _file_kind(field: str) -> str:
+    if field.startswith("validation.samplesFile"):
+        return "the samples file (.safetensors or .npz)"
+    if field.endswith("weights"):
+        return "the weights file"
+    return "the model file (for example model.onnx)"
 
 
 def file_sha256(path: Path) -> str:
@@ -345,13 +358,40 @@ def check_onnx_file(path: Path, field: str):
     return model
 
 
-def onnx_to_torch(path: Path):
-    """Convert an ONNX file to a torch.fx module with onnx2torch."""
+def check_onnx_outputs(model, output_names: list[str]) -> None:
+    """Check that the spec names every output of the ONNX graph, in any order, and no other.
+
+    Outputs are matched by name everywhere, so a misspelt or missing name is an InvalidSpec
+    here rather than an output published under the wrong name.
+    """
+    graph_outputs = [output.name for output in model.graph.output]
+    unknown = [name for name in output_names if name not in graph_outputs]
+    missing = [name for name in graph_outputs if name not in output_names]
+    if unknown or missing:
+        if unknown:
+            problem = f"the ONNX graph has no output named {', '.join(unknown)}"
+        else:
+            problem = f"the spec does not list the ONNX graph's output {', '.join(missing)}"
+        raise InvalidSpec(
+            "outputs",
+            f"{problem}. The graph's outputs are {graph_outputs}: list each one once, by"
+            " name, in any order",
+        )
+
+
+def onnx_to_torch(path: Path, output_order: tuple[str, ...] = ()):
+    """Convert an ONNX file to a torch.fx module with onnx2torch.
+
+    With `output_order`, the module returns the graph's outputs in the order of those names.
+    """
     import onnx
     import onnx2torch
 
+    model = _constants_as_initializers(onnx.load(str(path)))
+    if output_order:
+        _reorder_graph_outputs(model, output_order)
     try:
-        module = onnx2torch.convert(_constants_as_initializers(onnx.load(str(path))))
+        module = onnx2torch.convert(model)
     except NotImplementedError as error:
         # onnx2torch names the node: "Converter is not implemented (OperationDescription(
         # domain='', operation_type='X', version=N))".
@@ -361,6 +401,17 @@ def onnx_to_torch(path: Path):
             " model from PyTorch instead (factory, torchscript or exportedProgram source)",
         ) from None
     return module.eval()
+
+
+def _reorder_graph_outputs(model, output_order: tuple[str, ...]) -> None:
+    # onnx2torch returns the outputs in the order of graph.output.
+    by_name = {output.name: output for output in model.graph.output}
+    ordered = [by_name[name] for name in output_order]
+    copies = [type(output)() for output in ordered]
+    for copy, output in zip(copies, ordered):
+        copy.CopyFrom(output)
+    del model.graph.output[:]
+    model.graph.output.extend(copies)
 
 
 def _constants_as_initializers(model):

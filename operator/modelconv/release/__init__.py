@@ -31,7 +31,9 @@ from .manifest import (
     tool_versions,
 )
 from .package import zip_package
-from .publish import PublishedRelease, publish_release
+from .publish import (
+    PublishedRelease, complete_release, publish_release, publish_state_message,
+)
 from .verify import FileCheck, ReleaseIntegrityError, VerifyReport, verify_release
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "list_releases",
     "promote",
     "publish_release",
+    "complete_release",
+    "publish_state_message",
     "read_manifest",
     "tool_versions",
     "verify_release",

@@ -20,6 +20,7 @@ from typing import Optional
 from ..errors import INTEGRITY_FAILED, RELEASE_NOT_FOUND, ConversionError
 from ..store import ObjectNotFound, Store, decode_json
 from .manifest import (
+    MANIFEST_FILE,
     check_release_names,
     read_manifest,
     release_folder,
@@ -80,6 +81,8 @@ class ReleaseCatalog:
     location: str
     versions: tuple[ReleaseEntry, ...]
     channels: dict[str, ChannelPointer]
+    # Versions with a manifest but no index entry: their publish stopped before the index.
+    unindexed: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -96,6 +99,7 @@ class ReleaseCatalog:
                 for entry in self.versions
             ],
             "channels": {name: pointer.to_dict() for name, pointer in self.channels.items()},
+            "unindexed": list(self.unindexed),
         }
 
 
@@ -184,9 +188,10 @@ def promote(store: Store, model: str, version: str, channel: str) -> ChannelPoin
 def list_releases(store: Store, model: str) -> ReleaseCatalog:
     """Return the versions of `model` recorded in its index, and its channels.
 
-    A model without releases gives an empty catalog. Only versions in the index appear: a
-    publish that stopped after writing its manifest but before updating the index shows up
-    once it is retried or promoted.
+    A model without releases gives an empty catalog. `versions` contains the versions in the
+    index. A version whose publish stopped after writing its manifest but before updating the
+    index is in `unindexed` until a rerun or a promote records it. Finding those lists every
+    object of the model.
     """
     check_release_names(model)
     index = read_json(store, index_key(model)) or {"versions": []}
@@ -208,7 +213,16 @@ def list_releases(store: Store, model: str) -> ReleaseCatalog:
         )
         for entry in sorted(index["versions"], key=lambda entry: entry["createdAt"])
     )
-    return ReleaseCatalog(model, store.url_of(model), versions, dict(sorted(channels.items())))
+    indexed = {entry.version for entry in versions}
+    unindexed = tuple(
+        key.split("/")[1]
+        for key in store.list(f"{model}/")
+        if key.count("/") == 2 and key.endswith(f"/{MANIFEST_FILE}")
+        and key.split("/")[1] not in indexed
+    )
+    return ReleaseCatalog(
+        model, store.url_of(model), versions, dict(sorted(channels.items())), unindexed
+    )
 
 
 def read_json(store: Store, key: str) -> Optional[dict]:

@@ -43,9 +43,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import INTEGRITY_FAILED, VERSION_EXISTS, ConversionError
+from ..errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, VERSION_EXISTS, ConversionError
 from ..store import Digest, ObjectInfo, Store, digest_file, encode_json
-from .catalog import move_channel, record_in_index
+from .catalog import channel_key, index_key, move_channel, read_json, record_in_index
 from .manifest import (
     MANIFEST_FILE,
     content_addressed_key,
@@ -121,10 +121,13 @@ def publish_release(
         created = False
 
     # The version is visible from here on. What follows only makes it easier to find.
-    _restore_plain_names(store, folder, stored.document, files)
-    record_in_index(store, model, version, stored.sha256, stored.document["createdAt"])
-    for channel in channels:
-        move_channel(store, model, channel, version, stored.sha256)
+    try:
+        _restore_plain_names(store, folder, stored.document, files)
+        record_in_index(store, model, version, stored.sha256, stored.document["createdAt"])
+        for channel in channels:
+            move_channel(store, model, channel, version, stored.sha256)
+    except (ConversionError, OSError) as error:
+        raise unindexed_release_error(error, location, channels, stored.sha256) from None
     log.info(
         "%s %s (%d files, manifest sha256 %s)",
         "published" if created else "already published:", location, len(files), stored.sha256,
@@ -301,4 +304,105 @@ def _require_same_files(stored: StoredManifest, digests: dict[str, Digest], loca
         VERSION_EXISTS,
         f"{location} is already published with other files: {'; '.join(differences)}. "
         "Published versions are immutable: publish under a new version",
+    )
+
+
+# --- a publish that stopped after its manifest ------------------------------------------------
+
+
+def unindexed_release_error(
+    error: Exception, location: str, channels: tuple[str, ...], manifest_sha256: str
+) -> ConversionError:
+    """Return the error of a publish whose manifest is written but whose index update failed.
+
+    The message states that the version is published, and how to finish the index and channels.
+    `metrics["published"]` marks the release as visible for reports and run summaries.
+    """
+    if isinstance(error, ConversionError):
+        reason, detail, permanent = error.reason, error.message, error.permanent
+    else:
+        # An OSError's text may name the store's temporary file; its strerror is the cause.
+        reason, permanent = STORE_UNAVAILABLE, False
+        detail = error.strerror or (str(error) if error.filename is None else "")
+        detail = detail or type(error).__name__
+    failed = ConversionError(
+        reason,
+        f"{location} is published (its manifest.json is written), but updating index.json"
+        f" and the channels failed: {detail}. {completion_hint(location, channels)}",
+        permanent=permanent,
+    )
+    failed.metrics = {"published": True, "location": location, "manifest_sha256": manifest_sha256}
+    return failed
+
+
+def completion_hint(location: str, channels: tuple[str, ...]) -> str:
+    """Return the sentence that tells how to finish the index entry and channels of a release."""
+    hint = "Run the same `modelconv run` command again to record the version in index.json"
+    if channels:
+        hint += f" and move channel {', '.join(channels)} (or `modelconv promote {location}"
+        hint += f" {channels[0]}`)"
+    return hint + "; nothing is converted again"
+
+
+def unfinished_steps(
+    store: Store, stored: StoredManifest, channels: tuple[str, ...]
+) -> tuple[bool, tuple[str, ...]]:
+    """Return whether the index lacks the version, and the channels its publish did not move.
+
+    A channel counts as not moved when it is missing, or points at another version and was
+    last moved before this version's manifest was created: a later move (a promote of a
+    newer version) is someone's decision and is kept.
+    """
+    model, version = stored.document["model"], stored.document["version"]
+    index = read_json(store, index_key(model)) or {"versions": []}
+    indexed = any(entry.get("version") == version for entry in index.get("versions", []))
+    pending = []
+    for channel in channels:
+        pointer = read_json(store, channel_key(model, channel))
+        if pointer is None:
+            pending.append(channel)
+        elif pointer.get("version") != version and (
+            pointer.get("updatedAt", "") < stored.document.get("createdAt", "")
+        ):
+            pending.append(channel)
+    return not indexed, tuple(pending)
+
+
+def complete_release(
+    store: Store, model: str, version: str, channels: tuple[str, ...], spec_sha256: str
+) -> PublishedRelease | None:
+    """Finish the index entry and channels of a version whose publish stopped after its manifest.
+
+    Returns None, and changes nothing, when the version has no manifest, when its manifest
+    was made from another spec (its `specSha256` differs), or when nothing is left to do.
+    No file of the release is read or written again.
+    """
+    stored = read_manifest(store, model, version)
+    if stored is None or stored.document.get("specSha256") != spec_sha256:
+        return None
+    missing_from_index, pending = unfinished_steps(store, stored, tuple(channels))
+    if not missing_from_index and not pending:
+        return None
+    record_in_index(store, model, version, stored.sha256, stored.document["createdAt"])
+    for channel in pending:
+        move_channel(store, model, channel, version, stored.sha256)
+    location = store.url_of(release_folder(model, version))
+    log.info("completed the publish of %s: index and channels %s", location, list(pending))
+    return PublishedRelease(model, version, location, stored.document, stored.sha256, False,
+                            pending)
+
+
+def publish_state_message(store: Store, model: str, version: str, channels: tuple[str, ...]) -> str:
+    """Return a sentence on what a stopped run left published: nothing, or a version to finish."""
+    stored = read_manifest(store, model, version)
+    location = store.url_of(release_folder(model, version))
+    if stored is None:
+        return f"nothing was published ({location} has no manifest.json)"
+    missing_from_index, pending = unfinished_steps(store, stored, tuple(channels))
+    if not missing_from_index and not pending:
+        return f"{location} is published, with its index entry and channels"
+    left = (["index.json"] if missing_from_index else []) + [f"channel {c}" for c in pending]
+    return (
+        f"{location} is published (its manifest.json is written), but these are not updated"
+        f" yet: {', '.join(left)}. {completion_hint(location, tuple(pending))}"
     )

@@ -21,6 +21,7 @@ import threading
 import uuid
 from typing import Callable, Optional
 
+from ..redaction import redact_urls
 from .kube import CheckApi, Conflict, NotFound
 from .resource import (
     CLAIMED,
@@ -137,7 +138,8 @@ class Claim:
                     "heartbeat_time": utc_now(),
                     "results": list(outcome.results),
                     "reason": outcome.reason,
-                    "message": outcome.message,
+                    # Messages may quote a presigned URL from an exception's text.
+                    "message": redact_urls(outcome.message or "") or outcome.message,
                     "report": outcome.report_key,
                     "compiled_model": outcome.compiled_model_key,
                 }
@@ -158,7 +160,7 @@ class Claim:
                     "heartbeat_time": None,
                     "attempts": max(0, status.attempts - 1),
                     "runner_labels": {},
-                    "message": message,
+                    "message": redact_urls(message),
                 }
             )
 

@@ -137,8 +137,11 @@ class Store(abc.ABC):
         writes are not atomic. Returns the document as stored afterwards.
         """
 
-    def check_writable(self) -> None:
+    def check_writable(self, prefix: str = "") -> None:
         """Raise `ConversionError` (AccessDenied, StoreUnavailable) when writes will fail.
+
+        `prefix` (a model name) is where the release will go; stores that keep folders
+        check it too when it exists.
 
         Runs before a conversion, so an unusable store fails in seconds rather than after
         the conversion. The default checks nothing: an S3 store's write permission shows

@@ -108,11 +108,11 @@ class FolderStore(Store):
                 self._write(target, io.BytesIO(encode_json(updated)).read, None, if_absent=False)
                 return updated
 
-    def check_writable(self) -> None:
+    def check_writable(self, prefix: str = "") -> None:
         """Create the store folder if needed, then create and remove a temporary file in it.
 
         A real write catches what permission bits do not show: a read-only file system, an
-        immutable folder, a full disk.
+        immutable folder, a full disk. The folder of `prefix` is probed too when it exists.
         """
         with self._errors("."):
             try:
@@ -123,16 +123,28 @@ class FolderStore(Store):
                     f"{self.root} or one of its parents is a file, not a folder: give a folder"
                     " as the store",
                 ) from None
-            probe = self.root / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-            try:
-                probe.write_bytes(b"")
-            except OSError as error:
+            except OSError as error:  # e.g. under /proc, where no folder can be made
                 raise ConversionError(
                     ACCESS_DENIED,
-                    f"cannot write to the store folder {self.root}: {error.strerror or error};"
-                    " give the user running modelconv write access, or choose another --store",
+                    f"cannot create the store folder {self.root}: {error.strerror or error};"
+                    " give a folder you can write to as --store",
                 ) from None
-            probe.unlink()
+            self._probe(self.root)
+            folder = self._path(prefix) if prefix else None
+            if folder is not None and folder.is_dir():
+                self._probe(folder)
+
+    def _probe(self, folder: Path) -> None:
+        probe = folder / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            probe.write_bytes(b"")
+        except OSError as error:
+            raise ConversionError(
+                ACCESS_DENIED,
+                f"cannot write to the store folder {folder}: {error.strerror or error};"
+                " give the user running modelconv write access, or choose another --store",
+            ) from None
+        probe.unlink()
 
     # --- reads --------------------------------------------------------------------------
 
@@ -141,7 +153,7 @@ class FolderStore(Store):
         with self._errors(key):
             try:
                 handle = open(source, "rb")
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # a parent is a file
                 raise ObjectNotFound(self.describe(), key) from None
             with handle:
                 return _copy_to(handle.read, Path(dest))
@@ -150,7 +162,7 @@ class FolderStore(Store):
         with self._errors(key):
             try:
                 return self._path(key).read_bytes()
-            except (FileNotFoundError, IsADirectoryError):
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
                 raise ObjectNotFound(self.describe(), key) from None
 
     def head(self, key: str) -> Optional[ObjectInfo]:
@@ -187,9 +199,13 @@ class FolderStore(Store):
         try:
             yield
         except PermissionError as error:
+            # A temporary file's name means nothing to the user: name the key instead.
+            path = error.filename
+            if not path or Path(path).name.startswith(TEMP_PREFIX):
+                path = self.url_of(key)
             raise ConversionError(
                 ACCESS_DENIED,
-                f"permission denied writing or reading {error.filename or self.url_of(key)}: "
+                f"permission denied writing or reading {path}: "
                 "give the user running modelconv access to the release folder",
             ) from None
         except OSError as error:

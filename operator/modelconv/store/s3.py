@@ -33,6 +33,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
+from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -88,7 +89,7 @@ class S3Settings:
                 f"MODELCONV_S3_ADDRESSING={addressing!r} is invalid: use path, virtual or auto",
             )
         return cls(
-            endpoint_url=environ.get("MODELCONV_S3_ENDPOINT") or None,
+            endpoint_url=_endpoint_url(environ),
             addressing_style=addressing,
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
             max_attempts=_positive_int(environ, "MODELCONV_S3_MAX_ATTEMPTS", 3),
@@ -103,9 +104,28 @@ def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
         return default
     if not text.isdigit() or int(text) < 1:
         raise ConversionError(
-            STORE_UNAVAILABLE, f"{name}={text!r} is invalid: use a whole number of at least 1"
+            INVALID_ARGUMENT, f"{name}={text!r} is invalid: use a whole number of at least 1"
         )
     return int(text)
+
+
+def _endpoint_url(environ: Mapping[str, str]) -> Optional[str]:
+    """Return MODELCONV_S3_ENDPOINT, checked to be an http(s) URL with a host, or None."""
+    text = environ.get("MODELCONV_S3_ENDPOINT") or None
+    if text is None:
+        return None
+    try:
+        parts = urlsplit(text)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            f"MODELCONV_S3_ENDPOINT={redact_url(text)!r} is not a valid endpoint URL: give"
+            " http://HOST:PORT or https://HOST",
+        )
+    return text
 
 
 class S3Store(Store):
@@ -122,6 +142,11 @@ class S3Store(Store):
     def from_url(cls, url: str, settings: Optional[S3Settings] = None) -> "S3Store":
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         prefix = prefix.strip("/")
+        if not bucket:
+            raise ConversionError(
+                INVALID_ARGUMENT,
+                f"{url!r} names no bucket: give s3://BUCKET or s3://BUCKET/PREFIX",
+            )
         if not BUCKET_PATTERN.match(bucket):
             raise ConversionError(
                 INVALID_ARGUMENT,

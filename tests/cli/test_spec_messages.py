@@ -1,0 +1,93 @@
+"""Messages for spec values that YAML or the schema reads differently from what was meant.
+
+Each case is a YAML line as a user would write it, read through `load_conversion` as
+`modelconv run` reads a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli_runs import tiny_document
+from modelconv.errors import ConversionError
+from modelconv.spec import load_conversion
+
+
+def conversion_text(replace: str, with_text: str) -> str:
+    text = yaml.safe_dump(tiny_document(), sort_keys=False)
+    assert replace in text
+    return text.replace(replace, with_text)
+
+
+def invalid_spec_message(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "conversion.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConversionError) as error:
+        load_conversion(str(path))
+    assert error.value.reason == "InvalidSpec"
+    return error.value.message
+
+
+@pytest.mark.parametrize(
+    "written, reading",
+    [
+        ("1.10", "the number 1.1"),
+        ("2026-01-01", "the date 2026-01-01"),
+        ("yes", "the boolean true"),
+        ("null", "null"),
+    ],
+)
+def test_unquoted_version_gets_quoting_hint(tmp_path, written, reading):
+    text = conversion_text("version: 1.0.0", f"version: {written}")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message.startswith("spec.publish.version: ")
+    assert f"YAML read the unquoted value as {reading};" in message
+    assert "put the value in quotes exactly as you wrote it" in message
+    assert "valid string" not in message
+
+
+def test_float_version_hint_guesses_no_text(tmp_path):
+    message = invalid_spec_message(tmp_path, conversion_text("version: 1.0.0", "version: 1.10"))
+
+    assert '"1.1"' not in message
+
+
+@pytest.mark.parametrize("value, word", [(".nan", "NaN"), (".inf", "infinity")])
+def test_non_finite_tolerance_is_named(tmp_path, value, word):
+    text = conversion_text("  validation:\n", f"  validation:\n    atol: {value}\n")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message == f"spec.validation.atol: {word} is not allowed: give a finite number"
+
+
+def test_bare_samples_file_path_names_mapping(tmp_path):
+    text = conversion_text("  validation:\n", "  validation:\n    samplesFile: /x.npz\n")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message.startswith("spec.validation.samplesFile: '/x.npz' is invalid")
+    assert "{uri: /x.npz}" in message
+    assert "FileSource" not in message
+
+
+def test_boolean_dimension_is_rejected(tmp_path):
+    text = conversion_text("  - 2\n    - 8\n", "  - 1\n    - true\n")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message.startswith("spec.inputs[0].shape[1]: ")
+    assert "boolean true" in message
+
+
+def test_boolean_sample_count_is_rejected(tmp_path):
+    text = conversion_text("      count: 2\n", "      count: true\n")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message.startswith("spec.validation.samples.count: ")
