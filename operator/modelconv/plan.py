@@ -167,7 +167,10 @@ def stage_config(spec: ConversionSpec, stage: str, *, source_version: str = "",
         validation = spec.validation.model_copy(update={"device": None})
         config.update(signature, validation=_dump(validation))
     elif stage == "device":
-        config["device"] = _dump(spec.validation.device)
+        # The timeout decides how long to wait for a runner, not what the check measures.
+        device = spec.validation.device
+        config["device"] = device.model_dump(mode="json", by_alias=True,
+                                             exclude={"timeout_seconds"})
     elif stage == "publish":
         config["publish"] = _dump(spec.publish.model_copy(update={"store": None}))
     else:

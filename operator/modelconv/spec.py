@@ -363,6 +363,17 @@ class DeviceCheck(SpecModel):
     chip: Optional[str] = Field(
         default=None, pattern=CHIP_PATTERN, description="Chip family label, e.g. m2."
     )
+    # Presigned URLs live for the timeout plus 10 minutes, and S3 signatures are valid for
+    # at most 7 days, so the timeout stops an hour short of that.
+    timeout_seconds: int = Field(
+        default=3600,
+        ge=60,
+        le=601200,
+        description=(
+            "Seconds from the check's creation until it fails with DeadlineExceeded, waiting"
+            " for a runner included."
+        ),
+    )
 
 
 class ValidationSettings(SpecModel):

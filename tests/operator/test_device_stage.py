@@ -9,6 +9,8 @@ The stages before the device check run as real Jobs on the node agent.
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import secrets
 import signal
@@ -60,12 +62,12 @@ def pool_namespace(kube_api, operators):
 class Agent:
     """`modelconv agent --backend mil-reference` serving the pool, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path):
+    def __init__(self, kubeconfig: Path, namespace: str, workdir: Path, lease_seconds: int = 6):
         self.log_path = workdir / "agent.log"
         argv = [str(Path(sys.executable).parent / "modelconv"), "--debug", "agent",
                 "--kubeconfig", str(kubeconfig), "--namespace", namespace,
                 "--name", "linux-reference", "--labels", "chip=cpu,macos=15",
-                "--backend", "mil-reference", "--lease-seconds", "6",
+                "--backend", "mil-reference", "--lease-seconds", str(lease_seconds),
                 "--workdir", str(workdir / "agent-work")]
         env = {key: value for key, value in os.environ.items() if not key.startswith("AWS")}
         # The agent has no S3 credentials: it fetches everything through presigned URLs.
@@ -75,8 +77,15 @@ class Agent:
         self.process = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                         env=env, stdin=subprocess.DEVNULL)
 
+    def pause(self) -> None:
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
     def stop(self) -> int:
         if self.process.poll() is None:
+            self.resume()
             self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(90)
@@ -94,18 +103,31 @@ def checks_in(api, namespace: str) -> list[dict]:
     return api.get(CHECKS.format(namespace))["items"]
 
 
-def device_conversion(name: str, required: bool, version: str = "1.0.0") -> dict:
-    device = {"device": {"enabled": True, "required": required, "computeUnits": ["cpuOnly"]}}
+def device_conversion(name: str, required: bool, version: str = "1.0.0",
+                      timeout_seconds: int = 3600) -> dict:
+    device = {"device": {"enabled": True, "required": required, "computeUnits": ["cpuOnly"],
+                         "timeoutSeconds": timeout_seconds}}
     return conversion(name, version=version, validation=device)
+
+
+def runner_leases(api, namespace: str) -> list[dict]:
+    return api.get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases")["items"]
 
 
 def test_reference_runner_check_then_publish(
         kube_api, operators, pool_namespace, sa_kubeconfig, s3_server, tmp_path):
     namespace = operators.namespace
-    agent = Agent(sa_kubeconfig(pool_namespace, AGENT_ACCOUNT), pool_namespace, tmp_path)
+    # The agent registers, then stops (SIGSTOP) until the operator has adopted the check.
+    # Its Lease stays live meanwhile, so the check waits for it instead of being skipped.
+    agent = Agent(sa_kubeconfig(pool_namespace, AGENT_ACCOUNT), pool_namespace, tmp_path,
+                  lease_seconds=300)
     operator = operators.start("replica-a", "--pool-namespace", pool_namespace)
     try:
-        apply(kube_api, namespace, device_conversion("mlp-device", required=False))
+        wait_until(lambda: runner_leases(kube_api, pool_namespace), 120,
+                   "the agent's runner Lease", interval=0.5)
+        agent.pause()
+        apply(kube_api, namespace,
+              device_conversion("mlp-device", required=False, timeout_seconds=900))
 
         # The check appears in the pool namespace, labelled with its conversion.
         wait_until(lambda: checks_in(kube_api, pool_namespace), harness.RUN_TIMEOUT,
@@ -115,10 +137,23 @@ def test_reference_runner_check_then_publish(
         assert metadata["labels"]["modelconv.io/conversion"] == "mlp-device"
         assert metadata["annotations"]["modelconv.io/conversion-namespace"] == namespace
         assert "ownerReferences" not in metadata  # they cannot cross namespaces
+        created = datetime.datetime.fromisoformat(metadata["creationTimestamp"])
+        deadline = datetime.datetime.fromisoformat(check["spec"]["deadline"])
+        # The operator stamps the deadline before the API server stamps the creation (both
+        # on this machine's clock, the creation truncated to whole seconds).
+        assert 840 <= (deadline - created).total_seconds() <= 901
 
-        # A restarted operator adopts the check instead of creating a twin.
+        # A restarted operator adopts the check instead of creating a twin. Its periodic
+        # re-check is an hour apart, so only the device poll can see the runner's result.
         operator.kill()
-        operator = operators.start("replica-b", "--pool-namespace", pool_namespace)
+        operator = operators.start("replica-b", "--pool-namespace", pool_namespace,
+                                   "--recheck-interval", "3600", "--device-poll-interval", "1")
+        wait_until(lambda: "became the leader" in operator.log_text(), 120,
+                   "replica-b to lead", interval=0.5)
+        harness.settle(3)  # replica-b lists the conversion and reads the Pending check
+        assert get(kube_api, namespace, "mlp-device")["status"]["stages"]["device"][
+            "state"] == "Running"
+        agent.resume()
         done = wait_for_condition(kube_api, namespace, "mlp-device", "Ready", "True",
                                   operators=(operator,))
     finally:
@@ -153,6 +188,16 @@ def test_reference_runner_check_then_publish(
     report_key = "releases/" + record["report"][len(f"{operators.store}/"):]
     head = s3_server.client().head_object(Bucket=operators.bucket, Key=report_key)
     assert head["ContentLength"] > 0
+
+    # The release carries the check's results, named by their backend, and no compiled
+    # model: only a coreml runner compiles one.
+    manifest = json.loads(s3_server.client().get_object(
+        Bucket=operators.bucket, Key="releases/mlp-device/1.0.0/manifest.json")["Body"].read())
+    assert manifest["device"]["backend"] == "mil-reference"
+    assert manifest["device"]["verified"] is False
+    assert manifest["device"]["reason"] == "ReferenceOnly"
+    assert manifest["device"]["results"][0]["passed"] is True
+    assert "model.mlmodelc.zip" not in manifest["files"]
     for secret in URL_SECRETS:
         assert secret not in str(done["status"])
         assert secret not in operator.log_text()

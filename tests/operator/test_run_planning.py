@@ -74,6 +74,21 @@ def test_publish_store_is_not_part_of_any_key():
     assert after == before
 
 
+def test_device_timeout_is_not_part_of_any_key():
+    before = keys(plan_run(make_spec(**{"validation.device.enabled": True})))
+    after = keys(plan_run(make_spec(**{"validation.device.enabled": True,
+                                       "validation.device.timeoutSeconds": 7200})))
+    assert after == before
+
+
+def test_device_compute_units_change_the_device_key():
+    before = keys(plan_run(make_spec(**{"validation.device.enabled": True})))
+    after = keys(plan_run(make_spec(**{"validation.device.enabled": True,
+                                       "validation.device.computeUnits": ["all"]})))
+    assert after["device"] != before["device"]
+    assert after["validate"] == before["validate"]
+
+
 def test_coreml_change_reruns_convert_and_later_stages():
     before = keys(plan_run(make_spec()))
     after = keys(plan_run(make_spec(**{"coreml.precision": "float32"})))

@@ -191,3 +191,66 @@ def test_missing_run_file_exits_2(tmp_path):
     process = run_stage("export", tmp_path / "absent.json", termination)
     assert process.returncode == 2
     assert "run file not found" in json.loads(termination.read_text())["message"]
+
+
+def test_publish_carries_device_results_and_compiled_model(cluster_run, tmp_path):
+    # The device stage has no Job: the controller writes its result.json from the
+    # CoreMLCheck. Here that check status is built by hand as a coreml runner on a Mac
+    # would report it, since no Mac runs in the tests.
+    import jsonschema
+
+    from modelconv.controller.device import device_result
+    from modelconv.pipeline.stage_job import write_result_document
+    from modelconv.runner.checks import CheckEvaluation, DeviceDecision
+    from modelconv.runner.resource import CHECKS_PASSED, UnitResult
+    from modelconv.store import open_store
+
+    store = cluster_run[0]
+    keys = dict(KEYS, device=hashlib.sha256(b"tiny-device").hexdigest(),
+                publish=hashlib.sha256(b"tiny-publish-device").hexdigest())
+    compiled_key = f".cache/device/{keys['device']}/tiny-linear-check/model.mlmodelc.zip"
+    compiled_bytes = b"PK\x05\x06" + bytes(18)  # an empty zip archive
+    (store / compiled_key).parent.mkdir(parents=True)
+    (store / compiled_key).write_bytes(compiled_bytes)
+    unit = UnitResult(backend="coreml", compute_unit="cpuOnly", passed=True,
+                      max_abs_error=2e-4, cosine=0.99999, latency_p50_ms=0.8,
+                      latency_p90_ms=1.1, load_ms=40.0, compile_ms=310.0)
+    evaluation = CheckEvaluation(state="Succeeded", reason=CHECKS_PASSED, message="",
+                                 device_verified=True, results=(unit,),
+                                 compiled_model_key=compiled_key, runner="mac-mini-1")
+    decision = DeviceDecision(status="True", reason=CHECKS_PASSED, message="all checks passed",
+                              publish=True)
+    document = device_result(evaluation, decision, keys["device"],
+                             "2026-01-02T03:04:05Z", "2026-01-02T03:05:05Z")
+    write_result_document(open_store(str(store)), "device", keys["device"], document)
+
+    conversion = json.loads(json.dumps(CONVERSION))
+    conversion["spec"]["publish"]["version"] = "3.1.0"
+    conversion["spec"]["validation"]["device"] = {"enabled": True}
+    run_file = write_run_file(tmp_path, store, conversion, keys)
+    process = run_stage("publish", run_file, tmp_path / "termination")
+    assert process.returncode == 0, process.stderr[-3000:]
+
+    folder = store / "tiny-linear" / "3.1.0"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "model.mlmodelc.zip" in manifest["files"]
+    assert (folder / "model.mlmodelc.zip").read_bytes() == compiled_bytes
+    device = manifest["device"]
+    assert device["backend"] == "coreml"
+    assert device["verified"] is True
+    assert device["reason"] == "ChecksPassed"
+    assert device["runner"] == "mac-mini-1"
+    assert device["results"] == [{
+        "computeUnits": "cpuOnly", "passed": True, "maxAbsError": 2e-4, "cosine": 0.99999,
+        "latencyMs": {"p50": 0.8, "p90": 1.1}, "loadMs": 40.0, "compileMs": 310.0}]
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs"
+                         / "manifest.schema.json").read_text())
+    jsonschema.validate(manifest, schema)
+    report = json.loads((folder / "report.json").read_text())
+    assert [stage["stage"] for stage in report["stages"]] == [
+        "export", "convert", "validate", "device"]
+    assert "device" not in report["skipped"]
+    page = (folder / "report.html").read_text()
+    assert "<h2>On-device check</h2>" in page
+    assert "verified on a device" in page
+    assert "mac-mini-1" in page

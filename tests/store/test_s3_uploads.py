@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from release_fixtures import write_random_file
 
-from modelconv.errors import INTEGRITY_FAILED, STORE_UNAVAILABLE, ConversionError
+from modelconv.errors import INTEGRITY_FAILED, INVALID_ARGUMENT, ConversionError
 from modelconv.store import open_store
 from modelconv.store.s3 import S3Store
 
@@ -184,5 +184,5 @@ def test_invalid_addressing_setting_is_reported(s3_url, monkeypatch):
     with pytest.raises(ConversionError) as failure:
         open_store(s3_url)
 
-    assert failure.value.reason == STORE_UNAVAILABLE
+    assert failure.value.reason == INVALID_ARGUMENT
     assert "MODELCONV_S3_ADDRESSING" in failure.value.message

@@ -110,6 +110,7 @@ helm.sh/resource-policy: keep
 - --ttl-after-finished={{ .Values.stages.ttlSecondsAfterFinished }}
 - --image-pull-grace={{ .Values.stages.imagePullGraceSeconds }}
 - --recheck-interval={{ .Values.recheckIntervalSeconds }}
+- --device-poll-interval={{ .Values.devicePollIntervalSeconds }}
 - --metrics-port={{ ternary .Values.metrics.port 0 .Values.metrics.enabled }}
 - {{ printf "--metrics-address=%s" .Values.metrics.address | quote }}
 - --health-port={{ .Values.health.port }}

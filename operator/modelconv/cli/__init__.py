@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Commands that can leave work half done (run, apply) report their own state first.
+        # Elsewhere, Ctrl-C (while a file loads, a listing runs) ends with the usual 130.
+        print("modelconv: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # The reader of stdout exited early (`modelconv schema | head`): not an error of ours.
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.

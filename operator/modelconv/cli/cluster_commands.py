@@ -122,6 +122,9 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recheck-interval", type=float, default=30.0, metavar="SECONDS",
                        help="seconds between periodic re-checks of each conversion "
                             "(default: %(default)s)")
+    group.add_argument("--device-poll-interval", type=float, default=5.0, metavar="SECONDS",
+                       help="seconds between reads of a running device check "
+                            "(default: %(default)s)")
     group.add_argument("--image-pull-grace", type=float, default=120.0, metavar="SECONDS",
                        help="seconds a pod may fail to pull its image before the stage fails "
                             "(default: %(default)s)")
@@ -182,6 +185,7 @@ def operator_config(args: argparse.Namespace):
         train_deadline_seconds=args.train_deadline,
         ttl_seconds_after_finished=args.ttl_after_finished,
         recheck_interval=args.recheck_interval,
+        device_poll_interval=args.device_poll_interval,
         image_pull_grace_seconds=args.image_pull_grace,
         lease_name=args.lease_name,
         lease_namespace=lease_namespace,

@@ -38,6 +38,8 @@ class OperatorConfig:
     ttl_seconds_after_finished: int = 3600
     # Seconds between periodic re-checks of every conversion, besides Job and Pod events.
     recheck_interval: float = 30.0
+    # Seconds between reads of a running device check's CoreMLCheck.
+    device_poll_interval: float = 5.0
     # Seconds a pod may keep failing to pull its image before the stage fails.
     image_pull_grace_seconds: float = 120.0
     # Leader election.

@@ -48,6 +48,8 @@ REASON_POOL_MISSING = "RunnerPoolMissing"
 # Files of the convert stage that a check reads: its result.json artifact names.
 PACKAGE_ARTIFACT = "mlpackage"
 SAMPLES_ARTIFACT = "samples"
+# The compiled model in the device stage's result.json, and its file name in a release.
+COMPILED_MODEL_ARTIFACT = "model.mlmodelc.zip"
 
 
 def checks_path(namespace: str, name: str = "") -> str:
@@ -88,6 +90,12 @@ async def device_record(ctl, run, stage, previous: dict) -> dict:
 
     decision = checks.device_decision(evaluation, run.spec.validation.device.required)
     record = _record(base, evaluation, decision, run, ctl.results.store(run.store))
+    if decision.publish and evaluation.results and record["state"] != previous.get("state"):
+        # The publish stage reads this to put the device figures and the compiled model
+        # into the release. It is written before the status, so publish always finds it.
+        await ctl.results.write_result(
+            run.store, "device", stage.key,
+            device_result(evaluation, decision, stage.key, record["started"], record["finished"]))
     if decision.reason == checks.SKIPPED and evaluation.state == checks.NO_RUNNER_AVAILABLE:
         # No runner took the check, and one that starts later must not run it for a run
         # that went on without it.
@@ -122,6 +130,58 @@ def _record(base: dict, evaluation: checks.CheckEvaluation, decision: checks.Dev
     if evaluation.compiled_model_key:
         record["compiledModel"] = store.url_of(evaluation.compiled_model_key)
     return record
+
+
+def device_result(evaluation: checks.CheckEvaluation, decision: checks.DeviceDecision,
+                  key: str, started: str, finished: str) -> dict:
+    """Return the device stage's result.json: the figures a release carries, and the
+    compiled model of a coreml runner as an artifact."""
+    section = {
+        # One runner ran the check, so every result has its backend.
+        "backend": evaluation.results[0].backend,
+        "verified": decision.status == "True",
+        "reason": decision.reason,
+        "runner": evaluation.runner,
+        "results": [manifest_unit_result(item) for item in evaluation.results],
+    }
+    artifacts = {}
+    prefix = f".cache/device/{key}/"
+    if evaluation.compiled_model_key and evaluation.compiled_model_key.startswith(prefix):
+        artifacts[COMPILED_MODEL_ARTIFACT] = {
+            "file": evaluation.compiled_model_key[len(prefix):]}
+    return {
+        "stage": "device",
+        "succeeded": True,
+        "reason": decision.reason,
+        "message": decision.message[:4096],
+        "metrics": {"device": {name: value for name, value in section.items()
+                               if value is not None}},
+        "artifacts": artifacts,
+        "started": _epoch(started),
+        "finished": _epoch(finished),
+    }
+
+
+def manifest_unit_result(result) -> dict:
+    """Return one compute unit's result in the release manifest's `device.results` form."""
+    entry = {"passed": result.passed, "maxAbsError": result.max_abs_error,
+             "cosine": result.cosine}
+    if result.compute_unit is not None:  # mil-reference results have no compute unit
+        entry["computeUnits"] = result.compute_unit
+    latency = {"p50": result.latency_p50_ms, "p90": result.latency_p90_ms}
+    if any(value is not None for value in latency.values()):
+        entry["latencyMs"] = {name: value for name, value in latency.items() if value is not None}
+    if result.load_ms is not None:
+        entry["loadMs"] = result.load_ms
+    if result.compile_ms is not None:
+        entry["compileMs"] = result.compile_ms
+    return entry
+
+
+def _epoch(timestamp: Optional[str]) -> Optional[float]:
+    if not timestamp:
+        return None
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _result(result) -> dict:
@@ -170,7 +230,8 @@ async def _create_check(ctl, run, stage, namespace: str):
         return st.REASON_RESULT_MISSING, str(error)
     manifest = checks.check_manifest(
         run.body, run.spec, check_run_key(run.conversion.uid, stage.key), objects,
-        checks.S3Presigner(store), namespace=namespace, now=run.now)
+        checks.S3Presigner(store), namespace=namespace, now=run.now,
+        timeout_seconds=run.spec.validation.device.timeout_seconds)
     try:
         created = await ctl.kube.create(checks_path(namespace), manifest)
         log.info("%s/%s: created CoreMLCheck %s/%s", run.conversion.namespace,

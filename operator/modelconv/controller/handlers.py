@@ -3,8 +3,9 @@
 Every trigger reconciles the whole conversion, whatever changed:
 - the ModelConversion changed (or the operator started and listed it);
 - one of its Jobs or Pods changed (found through the conversion-uid label);
-- the periodic re-check fired (image pull grace periods, missed events, store results,
-  the progress of a device stage's CoreMLCheck).
+- the periodic re-check fired (image pull grace periods, missed events, store results);
+- the device poll fired: while a device stage runs, its CoreMLCheck is read more often than
+  the re-check interval, so a runner's result reaches the status within seconds.
 
 Deleting a ModelConversion also deletes its CoreMLChecks in the runner pool namespace.
 
@@ -28,6 +29,7 @@ from .device import delete_checks_of
 from .jobs import LABEL_CONVERSION_UID, LABEL_MANAGED_BY, MANAGED_BY
 from .observe import job_projection, pod_in_trouble, pod_projection
 from .reconcile import Controller, reconcile
+from .status import RUNNING
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ HANDLER_CONVERSION_EVENT = "conversion-event"
 HANDLER_JOB_EVENT = "job-event"
 HANDLER_POD_EVENT = "pod-event"
 HANDLER_RECHECK = "recheck"
+HANDLER_DEVICE_POLL = "device-poll"
 HANDLER_CONVERSION_DELETE = "conversion-delete"
 INDEX_CONVERSIONS = "conversions_by_uid"
 INDEX_JOBS = "jobs_by_conversion"
@@ -48,12 +51,25 @@ def _conversion_view(body: Any) -> dict:
     return {key: body.get(key) for key in ("apiVersion", "kind", "metadata", "spec", "status")}
 
 
+def device_check_running(body: Any, **_: Any) -> bool:
+    """Return whether the status shows a device stage waiting for its CoreMLCheck."""
+    stages = (body.get("status") or {}).get("stages") or {}
+    return (stages.get("device") or {}).get("state") == RUNNING
+
+
 def _jobs_of(index: Any, namespace: str, uid: str) -> list[dict]:
     return list(index.get((namespace, uid), []))
 
 
 def _pods_of(index: Any, namespace: str, jobs: list[dict]) -> dict[str, list[dict]]:
     return {job["name"]: list(index.get((namespace, job["name"]), [])) for job in jobs}
+
+
+async def _reconcile_body(ctl: Controller, body: Any, namespace: str, uid: str,
+                          indexes: dict) -> None:
+    jobs = _jobs_of(indexes[INDEX_JOBS], namespace, uid)
+    await reconcile(ctl, _conversion_view(body), jobs,
+                    _pods_of(indexes[INDEX_PODS], namespace, jobs))
 
 
 async def _reconcile_by_uid(ctl: Controller, namespace: str, uid: str, indexes: dict) -> None:
@@ -86,9 +102,7 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
         if type == "DELETED":
             ctl.forget(uid)
             return
-        jobs = _jobs_of(kwargs[INDEX_JOBS], namespace, uid)
-        await reconcile(ctl, _conversion_view(body), jobs,
-                        _pods_of(kwargs[INDEX_PODS], namespace, jobs))
+        await _reconcile_body(ctl, body, namespace, uid, kwargs)
 
     @kopf.on.event("batch", "v1", "jobs", labels=OWNED, id=HANDLER_JOB_EVENT, registry=registry)
     async def job_event(namespace: str, labels: Any, **kwargs: Any) -> None:
@@ -113,9 +127,16 @@ def build_registry(ctl: Controller, config: OperatorConfig) -> kopf.OperatorRegi
     @kopf.timer(**conversions, id=HANDLER_RECHECK, interval=config.recheck_interval,
                 initial_delay=config.recheck_interval, backoff=config.recheck_interval)
     async def recheck(body: Any, namespace: str, uid: str, **kwargs: Any) -> None:
-        jobs = _jobs_of(kwargs[INDEX_JOBS], namespace, uid)
-        await reconcile(ctl, _conversion_view(body), jobs,
-                        _pods_of(kwargs[INDEX_PODS], namespace, jobs))
+        await _reconcile_body(ctl, body, namespace, uid, kwargs)
+
+    # Kopf watches one set of namespaces for every resource, and the pool namespace need not
+    # be one of them (the pool Role grants no watch). So a running check is polled. Kopf
+    # stops this timer once the status no longer shows the device stage running.
+    @kopf.timer(**conversions, id=HANDLER_DEVICE_POLL, interval=config.device_poll_interval,
+                initial_delay=config.device_poll_interval,
+                backoff=config.device_poll_interval, when=device_check_running)
+    async def device_poll(body: Any, namespace: str, uid: str, **kwargs: Any) -> None:
+        await _reconcile_body(ctl, body, namespace, uid, kwargs)
 
     return registry
 

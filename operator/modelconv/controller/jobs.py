@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any, Optional
 
-from ..plan import PlannedStage, RunPlan
+from ..plan import CACHED_STAGES, PlannedStage, RunPlan
 from ..spec import API_VERSION, KIND, ConversionSpec, Resources
 from .config import STAGE_USER_ID, OperatorConfig
 
@@ -106,12 +106,17 @@ def object_labels(conversion: ConversionRef, run_hash: str, stage: Optional[str]
     return labels
 
 
+# Stages with a result.json in the store: the cached stages, and device, whose result the
+# controller writes from its CoreMLCheck for the publish stage to read.
+RUN_FILE_STAGES = (*CACHED_STAGES, "device")
+
+
 def run_document(body: Any, plan: RunPlan, store: str,
                  source: Optional[dict] = None) -> dict:
     """Return the run file of docs/stage-contract.md for `plan`.
 
-    `stages` lists the cached stages (export, convert, validate, publish) with their keys:
-    train runs the user's own command and device is no Job, so neither has a cache folder.
+    `stages` lists the stages with a result in the store (export, convert, validate, device,
+    publish) with their keys. train runs the user's own command and has no cache folder.
     """
     document = {
         "apiVersion": RUN_FILE_API_VERSION,
@@ -123,7 +128,8 @@ def run_document(body: Any, plan: RunPlan, store: str,
             "spec": body["spec"],
         },
         "store": store,
-        "stages": {name: {"key": key} for name, key in plan.cache_keys().items()},
+        "stages": {stage.name: {"key": stage.key} for stage in plan.stages
+                   if stage.name in RUN_FILE_STAGES and stage.key is not None},
     }
     if source is not None:
         document["source"] = source

@@ -55,6 +55,17 @@ class ResultReader:
                 self._succeeded.popitem(last=False)
         return document
 
+    async def write_result(self, store_url: str, stage: str, key: str, document: dict) -> None:
+        """Write a stage's result document that the controller itself produced (device)."""
+        await asyncio.to_thread(self._write_result, store_url, stage, key, document)
+        if document.get("succeeded"):
+            self._succeeded[(store_url, stage, key)] = document
+
+    def _write_result(self, store_url: str, stage: str, key: str, document: dict) -> None:
+        from ..pipeline.stage_job import write_result_document
+
+        write_result_document(self._store(store_url), stage, key, document)
+
     def _read_result(self, store_url: str, stage: str, key: str) -> Optional[dict]:
         from ..pipeline.stage_job import read_result
 

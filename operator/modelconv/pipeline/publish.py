@@ -29,6 +29,8 @@ PACKAGE_ZIP = "model.mlpackage.zip"
 ONNX_FILE = "model.onnx"
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
+# From the device stage of a cluster run, when a coreml runner compiled the package.
+COMPILED_MODEL_ZIP = "model.mlmodelc.zip"
 
 
 def find_artifact(inputs: dict[str, Path], file_name: str) -> Optional[Path]:
@@ -72,8 +74,11 @@ def run_publish(context: StageContext) -> StageResult:
 
     context.log("writing the report")
     package_signature = coreml_signature(package, spec)
+    skipped = skipped_stages(spec)
+    if "device" in context.previous:  # a runner checked the package (cluster runs)
+        skipped.pop("device", None)
     report = build_report(
-        spec, list(context.previous.values()), skipped_stages(spec),
+        spec, list(context.previous.values()), skipped,
         name=context.name,
         release={"location": location, "store": store.describe()},
         package_signature=package_signature,
@@ -88,6 +93,9 @@ def run_publish(context: StageContext) -> StageResult:
         REPORT_JSON: report_json,
         REPORT_HTML: report_html,
     }
+    compiled = find_artifact(context.inputs, COMPILED_MODEL_ZIP)
+    if compiled is not None:  # compiled by a coreml runner in the device stage
+        files[COMPILED_MODEL_ZIP] = compiled
     published = publish_release(
         store,
         model=spec.publish.model,
@@ -206,7 +214,8 @@ def build_manifest(spec: ConversionSpec, context: StageContext, package_signatur
     export = context.previous.get("export")
     convert = context.previous.get("convert")
     validate = context.previous.get("validate")
-    return {
+    device = context.previous.get("device")
+    fields = {
         "model": spec.publish.model,
         "version": spec.publish.version,
         "source": source_description(spec, export),
@@ -220,6 +229,9 @@ def build_manifest(spec: ConversionSpec, context: StageContext, package_signatur
         },
         "validation": validation_summary(spec, validate),
     }
+    if device is not None and device.metrics.get("device"):
+        fields["device"] = device.metrics["device"]
+    return fields
 
 
 def source_description(spec: ConversionSpec, export: Optional[StageResult]) -> dict:

@@ -76,6 +76,7 @@ def render_html(report: dict) -> str:
         _header(report),
         _validation_section(report),
         _histogram_section(report),
+        _device_section(report),
         _stages_section(report),
         _attempts_section(report),
         _signature_section(report),
@@ -263,6 +264,38 @@ def _stages_section(report: dict) -> str:
     return (
         "<h2>Stages</h2><table><tr><th>stage</th><th>outcome</th><th>time</th><th></th>"
         f"<th>artifacts</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _device_section(report: dict) -> str:
+    """Return the results of the on-device check, when a runner ran it (cluster runs)."""
+    device = next((stage["metrics"].get("device") for stage in report.get("stages", [])
+                   if stage.get("stage") == "device"), None)
+    if not device:
+        return ""
+    if device.get("verified"):
+        verdict = '<span class="pass">verified on a device</span>'
+    elif device.get("backend") == "mil-reference":
+        verdict = '<span class="na">reference executor only: no device verified</span>'
+    else:
+        verdict = f'<span class="fail">not verified ({_e(device.get("reason", ""))})</span>'
+    rows = []
+    for result in device.get("results", []):
+        latency = result.get("latencyMs") or {}
+        rows.append(
+            f"<tr><td>{_e(result.get('computeUnits', '—'))}</td>{_check_cell(result.get('passed'))}"
+            f"<td class=\"num\">{_figure(result.get('maxAbsError'))}</td>"
+            f"<td class=\"num\">{_figure(result.get('cosine'), '.7f')}</td>"
+            f"<td class=\"num\">{_figure(latency.get('p50'), '.2f')}</td>"
+            f"<td class=\"num\">{_figure(latency.get('p90'), '.2f')}</td>"
+            f"<td class=\"num\">{_figure(result.get('loadMs'), '.0f')}</td></tr>"
+        )
+    return (
+        f"<h2>On-device check</h2><p>{verdict}: backend <code>{_e(device.get('backend'))}</code>"
+        f", runner <code>{_e(device.get('runner', '—'))}</code></p>"
+        "<table><tr><th>compute units</th><th>result</th><th>max abs error</th>"
+        "<th>cosine</th><th>p50 ms</th><th>p90 ms</th><th>load ms</th></tr>"
+        f"{''.join(rows)}</table>"
     )
 
 

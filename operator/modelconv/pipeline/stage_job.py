@@ -185,8 +185,9 @@ def fetch_inputs(store, stage: str, keys: dict[str, str], folder: Path):
 
 def _fetch_artifact(store, stage: str, key: str, entry: dict, folder: Path) -> Path:
     file_name = entry["file"]
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name
+    # A device result names its files under the check's folder: <check>/model.mlmodelc.zip.
+    path.parent.mkdir(parents=True, exist_ok=True)
     digest = store.get_file(f"{cache_prefix(stage, key)}/{file_name}", path)
     if entry.get("sha256") and digest.sha256 != entry["sha256"]:
         raise ConversionError(
@@ -225,9 +226,14 @@ def upload_result(store, result: StageResult, key: str, folder: Path) -> dict:
         put = store.put_file(f"{prefix}/{path.name}", path, if_absent=False)
         artifacts[name] = {"file": path.name, "sha256": put.digest.sha256, "size": put.digest.size}
     document = result_document(result, artifacts)
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-    store.put_bytes(f"{prefix}/{RESULT_FILE}", data, if_absent=False)
+    write_result_document(store, result.stage, key, document)
     return document
+
+
+def write_result_document(store, stage: str, key: str, document: dict) -> None:
+    """Write result.json into the stage's cache folder, replacing an earlier one."""
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    store.put_bytes(f"{cache_prefix(stage, key)}/{RESULT_FILE}", data, if_absent=False)
 
 
 def _zipped(zip_package, path: Path, folder: Path) -> Path:

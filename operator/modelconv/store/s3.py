@@ -85,7 +85,7 @@ class S3Settings:
         addressing = environ.get("MODELCONV_S3_ADDRESSING", "auto")
         if addressing not in ("auto", "path", "virtual"):
             raise ConversionError(
-                STORE_UNAVAILABLE,
+                INVALID_ARGUMENT,
                 f"MODELCONV_S3_ADDRESSING={addressing!r} is invalid: use path, virtual or auto",
             )
         return cls(
