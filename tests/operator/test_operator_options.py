@@ -43,6 +43,7 @@ def test_options_become_the_operator_config():
     (["--stage-env", "NOVALUE"], "expected NAME=VALUE"),
     (["--lease-duration", "5", "--renew-deadline", "10"], "--retry-period < --renew-deadline"),
     (["--stage-command", ""], "must not be empty"),
+    (["--presign-endpoint", "minio.example.com:9000"], "expected an http:// or https:// URL"),
 ])
 def test_invalid_options_are_rejected(argv, message):
     with pytest.raises(ValueError, match=message):

@@ -101,6 +101,9 @@ helm.sh/resource-policy: keep
 {{- with .Values.store.endpoint }}
 - {{ printf "--s3-endpoint=%s" . | quote }}
 {{- end }}
+{{- with .Values.runners.presignEndpoint }}
+- {{ printf "--presign-endpoint=%s" . | quote }}
+{{- end }}
 {{- range $name, $value := .Values.stages.env }}
 - {{ printf "--stage-env=%s=%s" $name $value | quote }}
 {{- end }}

@@ -12,7 +12,9 @@ import asyncio
 import os
 import shlex
 import sys
+import urllib.parse
 from pathlib import Path
+from typing import Optional
 
 from ..errors import EXIT_BAD_INPUT
 
@@ -106,6 +108,10 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                             "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) become stage environment")
     group.add_argument("--s3-endpoint", default=None, metavar="URL",
                        help="S3-compatible endpoint for the stages and the operator")
+    group.add_argument("--presign-endpoint", default=None, metavar="URL",
+                       help="S3 endpoint in the presigned URLs that macOS runners fetch, when "
+                            "they reach the store at another address than the operator "
+                            "(default: the operator's own endpoint)")
     group.add_argument("--stage-env", action="append", default=[], metavar="NAME=VALUE",
                        help="extra environment variable of every stage container (repeatable; "
                             "never a secret)")
@@ -158,6 +164,16 @@ def _stage_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(env)
 
 
+def _endpoint_option(option: str, url: Optional[str]) -> Optional[str]:
+    """Return an endpoint URL option, checked to be http(s) with a host; raise ValueError."""
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{option} {url!r}: expected an http:// or https:// URL with a host")
+    return url
+
+
 def _stage_command(text: str) -> tuple[str, ...]:
     command = tuple(shlex.split(text))
     if not command:
@@ -178,6 +194,7 @@ def operator_config(args: argparse.Namespace):
         store=args.store,
         store_secret=args.store_secret,
         s3_endpoint=args.s3_endpoint,
+        presign_endpoint=_endpoint_option("--presign-endpoint", args.presign_endpoint),
         stage_env=_stage_env(args.stage_env),
         namespaces=tuple(args.namespaces),
         backoff_limit=args.backoff_limit,

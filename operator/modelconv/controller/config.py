@@ -27,6 +27,8 @@ class OperatorConfig:
     store_secret: Optional[str] = None
     # S3-compatible endpoint, passed to stages as MODELCONV_S3_ENDPOINT.
     s3_endpoint: Optional[str] = None
+    # Endpoint in the presigned URLs of CoreMLChecks, when runners reach the store elsewhere.
+    presign_endpoint: Optional[str] = None
     # Extra environment variables of every stage container (no secrets: they are visible).
     stage_env: tuple[tuple[str, str], ...] = ()
     # Namespaces to watch; empty means all namespaces.

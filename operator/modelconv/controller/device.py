@@ -230,7 +230,8 @@ async def _create_check(ctl, run, stage, namespace: str):
         return st.REASON_RESULT_MISSING, str(error)
     manifest = checks.check_manifest(
         run.body, run.spec, check_run_key(run.conversion.uid, stage.key), objects,
-        checks.S3Presigner(store), namespace=namespace, now=run.now,
+        checks.S3Presigner(store, ctl.config.presign_endpoint), namespace=namespace,
+        now=run.now,
         timeout_seconds=run.spec.validation.device.timeout_seconds)
     try:
         created = await ctl.kube.create(checks_path(namespace), manifest)

@@ -85,10 +85,15 @@ class Presigner(Protocol):
 
 
 class S3Presigner:
-    """Presigned URLs for keys of an `S3Store`, under the same prefix as its other objects."""
+    """Presigned URLs for keys of an `S3Store`, under the same prefix as its other objects.
 
-    def __init__(self, store):
+    `endpoint_url` is where the runners reach the store, when that differs from the
+    store's own endpoint (an in-cluster address that a Mac cannot resolve, say).
+    """
+
+    def __init__(self, store, endpoint_url: Optional[str] = None):
         self.store = store
+        self._client = store.client_for_endpoint(endpoint_url) if endpoint_url else store.client
 
     def _object_key(self, key: str) -> str:
         from ..store import check_key
@@ -98,7 +103,7 @@ class S3Presigner:
 
     def _presign(self, method: str, key: str, expires_seconds: int) -> str:
         params = {"Bucket": self.store.bucket, "Key": self._object_key(key)}
-        return self.store.client.generate_presigned_url(
+        return self._client.generate_presigned_url(
             method, Params=params, ExpiresIn=expires_seconds
         )
 

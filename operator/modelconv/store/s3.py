@@ -173,7 +173,15 @@ class S3Store(Store):
                 self._client = self._make_client()
             return self._client
 
-    def _make_client(self) -> Any:
+    def client_for_endpoint(self, endpoint_url: str) -> Any:
+        """Return a new client with this store's settings and credentials for another endpoint.
+
+        Presigned URLs name the endpoint of the client that signs them, so URLs for machines
+        that reach the store under another address need a client of their own.
+        """
+        return self._make_client(endpoint_url)
+
+    def _make_client(self, endpoint_url: Optional[str] = None) -> Any:
         import boto3
         from botocore.config import Config
 
@@ -187,7 +195,8 @@ class S3Store(Store):
             max_pool_connections=max(10, 2 * settings.concurrency),
             s3={"addressing_style": settings.addressing_style},
         )
-        return session.client("s3", endpoint_url=settings.endpoint_url, config=config)
+        return session.client("s3", endpoint_url=endpoint_url or settings.endpoint_url,
+                              config=config)
 
     @property
     def endpoint(self) -> str:
