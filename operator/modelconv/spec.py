@@ -565,6 +565,9 @@ def describe_error(detail: dict) -> str:
     kind = detail["type"]
     value = detail.get("input")
     if kind == "extra_forbidden":
+        name = str(detail["loc"][-1]) if detail.get("loc") else ""
+        if "_" in name:
+            return f"unknown field; field names are camelCase, e.g. {to_camel(name)}"
         return "unknown field; check its spelling against `modelconv schema`"
     if kind == "missing":
         return "required field is missing"
@@ -613,7 +616,9 @@ def parse_conversion(document: object) -> ModelConversion:
     if not isinstance(document, dict):
         raise InvalidSpec("", "the file must hold one YAML mapping (a ModelConversion)")
     try:
-        return ModelConversion.model_validate(document)
+        # Only the camelCase names of the CRD and `modelconv schema`, so a file that runs
+        # locally also applies to a cluster.
+        return ModelConversion.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as error:
         raise _first_error(error) from None
 

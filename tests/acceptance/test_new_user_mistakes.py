@@ -215,6 +215,14 @@ def test_invalid_s3_settings_are_invalid_arguments(tmp_path):
             {"MODELCONV_S3_ENDPOINT": "http://127.0.0.1:9", "MODELCONV_S3_MAX_ATTEMPTS": "abc"},
             "MODELCONV_S3_MAX_ATTEMPTS='abc'",
         ),
+        (
+            {"MODELCONV_S3_ENDPOINT": "http://127.0.0.1:9", "MODELCONV_S3_PART_SIZE_MIB": "1"},
+            "MODELCONV_S3_PART_SIZE_MIB='1' is invalid: use a whole number of at least 5",
+        ),
+        (
+            {"MODELCONV_S3_ENDPOINT": "http://127.0.0.1:9/?X-Amz-Signature=secret"},
+            "MODELCONV_S3_ENDPOINT='http://127.0.0.1:9/' has credentials, a query or a fragment",
+        ),
     ]
     for settings, named in cases:
         environment = dict(os.environ, AWS_EC2_METADATA_DISABLED="true", **settings)
@@ -226,6 +234,7 @@ def test_invalid_s3_settings_are_invalid_arguments(tmp_path):
         assert_no_internal_error(result)
         assert result.returncode == 2, result.stderr
         assert f"InvalidArgument: {named}" in result.stderr
+        assert "secret" not in result.stderr
 
 
 def test_store_url_without_bucket_says_so(tmp_path):

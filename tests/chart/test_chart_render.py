@@ -210,6 +210,11 @@ def test_schema_rejects_bad_values_with_their_path(render, values, message):
      "metrics.serviceMonitor.enabled needs metrics.service.enabled"),
     ({"metrics": {"enabled": False, "service": {"enabled": True}}},
      "metrics.service.enabled needs metrics.enabled"),
+    ({"metrics": {"port": 8080}, "health": {"port": 8080}},
+     "metrics.port and health.port are both 8080"),
+    ({"metrics": {"service": {"enabled": True},
+                  "serviceMonitor": {"enabled": True, "interval": "10s", "scrapeTimeout": "1m"}}},
+     "metrics.serviceMonitor.scrapeTimeout (1m) exceeds metrics.serviceMonitor.interval (10s)"),
 ])
 def test_inconsistent_metrics_values_fail_with_the_fix(render, values, message):
     with pytest.raises(ChartRenderError) as raised:

@@ -184,12 +184,30 @@ def test_text_output_prints_summary_and_release(conversion_file, tmp_path):
 
 def test_rerun_of_a_published_version_fails_fast(conversion_file, tmp_path, json_run):
     _, store, _ = json_run
-    process = run_cli("run", conversion_file(), "--store", store, "--output", "json")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    process = run_cli("run", conversion_file(), "--store", store, "--output", "json",
+                      env={"TMPDIR": str(temporary)})
     document = json.loads(process.stdout)
     assert process.returncode == 1
     assert document["reason"] == "VersionExists"
     assert [stage["stage"] for stage in document["stages"]] == ["publish"]
     assert "publish.version" in document["message"]
+    # Refused before any stage: no temporary work directory is left behind.
+    assert document["workdir"] is None
+    assert list(temporary.iterdir()) == []
+
+
+def test_workdir_with_other_files_is_refused(conversion_file, tmp_path):
+    workdir = tmp_path / "mine"
+    workdir.mkdir()
+    (workdir / "report.json").write_text("my own notes")
+    process = run_cli("run", conversion_file(), "--store", tmp_path / "releases",
+                      "--workdir", workdir)
+    assert process.returncode == 2
+    assert "already holds files and is not a modelconv work directory" in process.stderr
+    assert (workdir / "report.json").read_text() == "my own notes"
+    assert not (tmp_path / "releases").exists()
 
 
 def test_invalid_spec_prints_one_line_with_the_field(conversion_file, tmp_path):

@@ -91,3 +91,15 @@ def test_boolean_sample_count_is_rejected(tmp_path):
     message = invalid_spec_message(tmp_path, text)
 
     assert message.startswith("spec.validation.samples.count: ")
+
+
+
+def test_snake_case_field_names_the_camel_case_one(tmp_path):
+    document = tiny_document()
+    document["spec"]["validation"] = {"min_cosine": 0.99}
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message == (
+        "spec.validation.min_cosine: unknown field; field names are camelCase, e.g. minCosine"
+    )

@@ -114,6 +114,15 @@ def test_promote_moves_the_channel(location: str, capsys) -> None:
     assert json.loads(listing)["channels"]["stable"]["version"] == "1.1.0"
 
 
+def test_promote_to_an_invalid_channel_names_the_argument(location: str, capsys) -> None:
+    code, out, err = run_cli(capsys, "promote", f"{location}/mobilenet/1.1.0", "Stable")
+
+    assert code == EXIT_BAD_INPUT
+    assert out == ""
+    assert err.startswith("modelconv: InvalidSpec: CHANNEL: 'Stable' is invalid: ")
+    assert "publish.channels" not in err
+
+
 def test_promote_of_an_unpublished_version_fails(location: str, capsys) -> None:
     code, out, err = run_cli(capsys, "promote", f"{location}/mobilenet/3.0.0", "stable")
 

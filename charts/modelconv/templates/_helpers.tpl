@@ -121,3 +121,19 @@ helm.sh/resource-policy: keep
 - --log-format={{ .Values.logging.format }}
 - --log-level={{ .Values.logging.level }}
 {{- end -}}
+
+{{/*
+Milliseconds of a Prometheus duration as values.schema.json allows it: a number and one of
+ms, s, m, h.
+*/}}
+{{- define "modelconv.durationMs" -}}
+{{- if hasSuffix "ms" . -}}
+{{- trimSuffix "ms" . | int64 -}}
+{{- else if hasSuffix "s" . -}}
+{{- mul (trimSuffix "s" . | int64) 1000 -}}
+{{- else if hasSuffix "m" . -}}
+{{- mul (trimSuffix "m" . | int64) 60000 -}}
+{{- else -}}
+{{- mul (trimSuffix "h" . | int64) 3600000 -}}
+{{- end -}}
+{{- end -}}

@@ -122,7 +122,14 @@ def releases_command(args: argparse.Namespace) -> int:
 def promote_command(args: argparse.Namespace) -> int:
     from ..release import promote
 
+    from ..release.manifest import check_release_names
+
     store, (model, version) = split_location(args.release, ("model", "version"))
+    try:
+        check_release_names(model, channels=[args.channel])
+    except InvalidSpec as error:
+        # The rule is that of spec.publish.channels, but the value came from the command line.
+        raise InvalidSpec("CHANNEL", error.message.removeprefix(f"{error.path}: ")) from None
     pointer = promote(store, model, version, args.channel)
     if args.output == "json":
         print(json.dumps({"succeeded": True, "model": model, **pointer.to_dict()}, indent=2))

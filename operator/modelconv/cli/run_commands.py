@@ -66,7 +66,8 @@ def register(subparsers) -> None:
     run.add_argument(
         "--keep-workdir",
         action="store_true",
-        help="keep the temporary work directory after a successful run (always kept on failure)",
+        help="keep the temporary work directory after a successful run (kept anyway when a"
+             " stage failed)",
     )
     run.set_defaults(func=run_command)
 
@@ -165,7 +166,7 @@ def run_command(args: argparse.Namespace) -> int:
                 keep_workdir=args.keep_workdir,
                 observer=observer,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         close = getattr(observer, "close", None)
         if close is not None:
             close()
@@ -173,11 +174,20 @@ def run_command(args: argparse.Namespace) -> int:
         from ..pipeline.publish import stopped_run_state
 
         state = stopped_run_state(conversion, args.store)
+        stopped = getattr(interrupt, "outcome", None)  # None when Ctrl-C came before the run
+        kept_workdir = stopped.workdir if stopped is not None and stopped.workdir_kept else None
         if args.output == "json":
             document = failure_document(args, "interrupted", "Interrupted", state)
             document.update(exit_code=EXIT_INTERRUPTED, **run_identity(conversion, args.store))
+            if stopped is not None:
+                document.update(stages=stopped.entries, skipped=stopped.skipped)
+            if kept_workdir is not None:
+                document.update(workdir=str(kept_workdir),
+                                report=str(kept_workdir / "report.html"))
             print(json.dumps(document, indent=2))
-        print(f"modelconv: interrupted; {state}", file=sys.stderr)
+        where = (f"; the report and the files made so far are in {kept_workdir}"
+                 if kept_workdir else "")
+        print(f"modelconv: interrupted; {state}{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.junit:
         _write_junit(outcome, args.junit)
@@ -217,6 +227,9 @@ def check_run_options(args: argparse.Namespace) -> None:
     if args.junit is not None:
         _check_folder_can_be_written("--junit", args.junit, args.junit.parent)
     if args.workdir is not None:
+        from ..pipeline.run import check_workdir
+
+        check_workdir(Path(args.workdir))
         _check_folder_can_be_written("--workdir", args.workdir, args.workdir)
 
 

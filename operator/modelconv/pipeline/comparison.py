@@ -148,7 +148,8 @@ def _add_figures(result, where, got, want, settings: ValidationSettings) -> None
     psnr = _psnr(error, magnitude)
     if cosine < settings.min_cosine:
         result.violations.append(
-            f"{where}: cosine {cosine:.6f} < minCosine {settings.min_cosine}"
+            f"{where}: cosine {_below(cosine, settings.min_cosine)} < minCosine"
+            f" {settings.min_cosine}"
         )
     if settings.min_psnr is not None and psnr is not None and psnr < settings.min_psnr:
         result.violations.append(f"{where}: PSNR {psnr:.1f} dB < minPsnr {settings.min_psnr} dB")
@@ -192,3 +193,12 @@ def summarize_violations(comparisons: list[OutputComparison], limit: int = 5) ->
 
 def has_shape_mismatch(comparisons: list[OutputComparison]) -> bool:
     return any(item.shape != item.expected_shape for item in comparisons)
+
+
+def _below(value: float, limit: float) -> str:
+    """Format `value`, which is below `limit`, with enough digits to show that it is."""
+    for digits in range(6, 17):
+        text = f"{value:.{digits}f}"
+        if float(text) < limit:
+            return text
+    return repr(value)

@@ -65,12 +65,14 @@ def run_export(context: StageContext) -> StageResult:
     comparisons = compare_outputs(actual, [s.outputs for s in samples], output_names, spec.validation)
     failed = [item for item in comparisons if not item.passed]
     if failed:
+        used = attempts[-1].path
+        other = {"dynamo": "torchscript", "torchscript": "dynamo"}.get(used)
+        hint = f"Try export.exporter: {other}, or loosen" if other else "Loosen"
         raise ConversionError(
             EXPORT_FAILED,
-            f"ONNX Runtime disagrees with PyTorch on the exported model"
-            f" ({attempts[-1].path} exporter): {summarize_violations(failed)}. Try"
-            " export.exporter: torchscript or dynamo, or loosen validation.atol/rtol if the"
-            " differences are acceptable.",
+            f"ONNX Runtime disagrees with PyTorch on the exported model ({used} exporter):"
+            f" {summarize_violations(failed)}. {hint} validation.atol, rtol or minCosine if"
+            " the differences are acceptable.",
         )
 
     result.succeeded = True

@@ -44,6 +44,9 @@ LOCAL_STAGES = {
 }
 
 SKIPPED_CLUSTER_ONLY = "skipped (cluster only)"
+# Marks a folder as a modelconv work directory: a later run may delete and rewrite its stage
+# folders and report files.
+WORKDIR_MARKER = ".modelconv-workdir"
 
 
 @dataclasses.dataclass
@@ -65,10 +68,15 @@ class RunOutcome:
     # The unclassified exception that ended the run, for `--debug`.
     internal_error: Optional[BaseException] = None
     workdir_kept: bool = False
+    # True once a stage has begun to write into the work directory.
+    stage_started: bool = False
+    # True when Ctrl-C stopped the run; the stages recorded before it may all have succeeded.
+    interrupted: bool = False
 
     @property
     def succeeded(self) -> bool:
-        return bool(self.results) and all(result.succeeded for result in self.results)
+        return (not self.interrupted and bool(self.results)
+                and all(result.succeeded for result in self.results))
 
     @property
     def failed_stage(self) -> Optional[StageResult]:
@@ -161,19 +169,26 @@ def run_pipeline(
     """Run export, convert, validate and publish; return the outcome.
 
     A failing stage, classified or not, ends the run with a failed result instead of raising.
-    KeyboardInterrupt propagates, and so does an error while writing the failure report.
+    KeyboardInterrupt propagates with the outcome so far as its `outcome` attribute, and an
+    error while writing the failure report propagates too. A `workdir` that holds other
+    files than an earlier run's raises ConversionError (InvalidArgument) before anything runs.
 
     The release goes to `store` (or the spec's, or `DEFAULT_STORE`). Stages work in
     `workdir`, which is kept, or else in a new temporary folder, which is removed after a
-    successful run unless `keep_workdir` is set. After a failure the work directory is always
-    kept: it contains the report and the artifacts made so far.
+    successful run unless `keep_workdir` is set. After a failure or an interrupt the work
+    directory is kept when a stage had begun: it contains the report and the artifacts made
+    so far. A temporary folder of a run refused before any stage (the version exists, the
+    store is unusable) is removed.
     """
     observer = observer or SilentProgress()
     store_url = resolve_store(conversion, store)
     conversion = with_store(conversion, store_url)
+    temporary = workdir is None
     if workdir is not None:
         root = Path(workdir)
+        check_workdir(root)
         root.mkdir(parents=True, exist_ok=True)
+        (root / WORKDIR_MARKER).touch()
         keep_workdir = True
     else:
         root = Path(tempfile.mkdtemp(prefix="modelconv-run-"))
@@ -190,10 +205,30 @@ def run_pipeline(
                 outcome.release = dict(refusal.metrics)
         else:
             _run_stages(outcome, observer)
+    except KeyboardInterrupt as interrupt:
+        outcome.interrupted = True
+        interrupt.outcome = outcome  # read by the CLI after _finish below has run
+        raise
     finally:
-        _finish(outcome, keep_workdir)
+        _finish(outcome, keep_workdir, temporary)
     observer.run_finished(outcome)
     return outcome
+
+
+def check_workdir(path: Path) -> None:
+    """Raise InvalidArgument when `path` holds files and is no modelconv work directory.
+
+    A run deletes and rewrites its stage folders (export/, convert/, ...) and report files
+    there, so a folder of other files must not be used.
+    """
+    if not path.is_dir() or (path / WORKDIR_MARKER).exists() or not any(path.iterdir()):
+        return
+    raise ConversionError(
+        errors.INVALID_ARGUMENT,
+        f"--workdir {path} already holds files and is not a modelconv work directory (it has"
+        f" no {WORKDIR_MARKER}); a run deletes and rewrites folders there, so give a new or"
+        " empty folder",
+    )
 
 
 def _guarded(outcome: RunOutcome, stage: str, call) -> Optional[StageResult]:
@@ -269,6 +304,7 @@ def _run_stages(outcome: RunOutcome, observer: RunObserver) -> None:
         # A reused --workdir may hold this stage's folder from an earlier run.
         shutil.rmtree(context.workdir, ignore_errors=True)
         context.workdir.mkdir(parents=True)
+        outcome.stage_started = True
         observer.stage_started(stage)
         result = _guarded(outcome, stage, lambda: run_stage(stage, context))
         _record(outcome, result)
@@ -289,13 +325,25 @@ def _record(outcome: RunOutcome, result: StageResult) -> None:
     outcome.entries.append(stage_entry(result))
 
 
-def _finish(outcome: RunOutcome, keep_workdir: bool) -> None:
-    """Write the report of a failed run into the work directory, and clean up after success."""
+def _finish(outcome: RunOutcome, keep_workdir: bool, temporary: bool) -> None:
+    """Write the report of a failed run into the work directory, and clean up after success.
+
+    A temporary work directory in which no stage began holds nothing worth keeping.
+    """
+    if temporary and not outcome.stage_started and not keep_workdir:
+        shutil.rmtree(outcome.workdir, ignore_errors=True)
+        outcome.report_dir = None
+        return
     if not outcome.succeeded:
         from .report import build_report, write_report
 
         report = build_report(outcome.conversion.spec, outcome.results, outcome.skipped,
                               name=outcome.conversion.metadata.name)
+        if outcome.interrupted:
+            done = [result.stage for result in outcome.results]
+            report.update(succeeded=False, reason="Interrupted", message=(
+                f"stopped by Ctrl-C after {', '.join(done)}" if done
+                else "stopped by Ctrl-C before any stage finished"))
         write_report(report, outcome.workdir)
         outcome.report_dir = outcome.workdir
         outcome.workdir_kept = True

@@ -93,18 +93,20 @@ class S3Settings:
             addressing_style=addressing,
             region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
             max_attempts=_positive_int(environ, "MODELCONV_S3_MAX_ATTEMPTS", 3),
-            part_size=_positive_int(environ, "MODELCONV_S3_PART_SIZE_MIB", 16) * MIB,
+            # S3 rejects parts under 5 MiB, except the last one.
+            part_size=_positive_int(environ, "MODELCONV_S3_PART_SIZE_MIB", 16, minimum=5) * MIB,
             concurrency=_positive_int(environ, "MODELCONV_S3_CONCURRENCY", 4),
         )
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(environ: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
     text = environ.get(name)
     if not text:
         return default
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdigit() or int(text) < minimum:
         raise ConversionError(
-            INVALID_ARGUMENT, f"{name}={text!r} is invalid: use a whole number of at least 1"
+            INVALID_ARGUMENT,
+            f"{name}={text!r} is invalid: use a whole number of at least {minimum}",
         )
     return int(text)
 
@@ -124,6 +126,13 @@ def _endpoint_url(environ: Mapping[str, str]) -> Optional[str]:
             INVALID_ARGUMENT,
             f"MODELCONV_S3_ENDPOINT={redact_url(text)!r} is not a valid endpoint URL: give"
             " http://HOST:PORT or https://HOST",
+        )
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            f"MODELCONV_S3_ENDPOINT={redact_url(text)!r} has credentials, a query or a"
+            " fragment: give only http(s)://HOST[:PORT][/PATH], and credentials in"
+            " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
         )
     return text
 
