@@ -52,4 +52,20 @@ fi
 # Editable install of this checkout into its own .venv (pip and setuptools come from the
 # shared environment).
 "$venv/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e "$repo"
+
+# The shared environment's commands (pytest, kopf, hadolint, ...) in .venv/bin: scripts run
+# by this checkout's Python, so they see its modelconv, and binaries as links.
+for tool in "$shared"/bin/*; do
+    name="$(basename "$tool")"
+    case "$name" in python*|pip*|activate*|Activate.ps1) continue ;; esac
+    if [[ -e "$venv/bin/$name" || -d "$tool" || ! -x "$tool" ]]; then
+        continue
+    fi
+    if [[ "$(head -c 2 "$tool")" == "#!" ]]; then
+        { echo "#!$venv/bin/python"; tail -n +2 "$tool"; } > "$venv/bin/$name"
+        chmod +x "$venv/bin/$name"
+    else
+        ln -s "$tool" "$venv/bin/$name"
+    fi
+done
 echo "setup: ready; run $repo/.venv/bin/modelconv --help"
