@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 VENV := .venv
 EXAMPLE ?= examples/minilm.yaml
+# Releases are immutable, so each `make example` publishes into a store folder of its own.
+EXAMPLE_STORE ?= modelconv-releases/example-$(shell date -u +%Y%m%dT%H%M%SZ)
 
 .PHONY: setup binaries tools example test test-fast
 
@@ -17,7 +19,7 @@ tools:
 
 # Convert a real model end to end, locally, and print the report summary.
 example: setup
-	$(VENV)/bin/modelconv run $(EXAMPLE)
+	$(VENV)/bin/modelconv run $(EXAMPLE) --store $(EXAMPLE_STORE)
 
 # The whole suite: unit, pipeline, real control plane, S3 server and helm.
 test: setup binaries tools
