@@ -537,8 +537,20 @@ def _field_path(location: tuple) -> str:
     return path
 
 
+# Names pydantic gives the members of a union of scalar types, such as factory kwargs values.
+SCALAR_BRANCHES = {"str", "int", "float", "bool"}
+
+
 def _first_error(error: ValidationError) -> InvalidSpec:
     details = error.errors(include_url=False)
+    loc = details[0]["loc"] if details else ()
+    if loc and loc[-1] in SCALAR_BRANCHES and all(
+            item["loc"][:-1] == loc[:-1] and item["loc"][-1] in SCALAR_BRANCHES
+            for item in details):
+        # Every member of a scalar union refused the value: say so once.
+        return InvalidSpec(_field_path(loc[:-1]), (
+            f"{quoted_value(details[0].get('input'))} is invalid: use a string, number or"
+            " boolean"))
     # A misspelled field also makes the real one "missing"; the misspelling is the news.
     unknown = [item for item in details if item["type"] == "extra_forbidden"]
     # Union members each report an error; the most specific one is the deepest.

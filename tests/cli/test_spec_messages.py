@@ -103,3 +103,14 @@ def test_snake_case_field_names_the_camel_case_one(tmp_path):
     assert message == (
         "spec.validation.min_cosine: unknown field; field names are camelCase, e.g. minCosine"
     )
+
+
+def test_nested_factory_kwarg_asks_for_a_scalar(tmp_path):
+    document = tiny_document()
+    document["spec"]["source"]["factory"]["kwargs"] = {"width": {"nested": 1}}
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message.startswith("spec.source.factory.kwargs.width: ")
+    assert message.endswith("is invalid: use a string, number or boolean")
+    assert ".str" not in message

@@ -140,6 +140,20 @@ def test_image_pull_failure_waits_for_the_grace_period():
     assert result.stop is True
 
 
+def test_container_config_error_fails_after_the_grace_period():
+    waiting = {"reason": "CreateContainerConfigError",
+               "message": "secret ml/store-credentials not found"}
+    young = pod_body(created="2026-01-01T11:59:30Z", waiting=waiting)
+    assert outcome(job_body(active=1), [young], grace=60).state == "Running"
+
+    old = pod_body(created="2026-01-01T11:57:00Z", waiting=waiting)
+    result = outcome(job_body(active=1), [old], grace=60)
+    assert result.state == "Failed"
+    assert result.reason == "ContainerConfigFailed"
+    assert "secret ml/store-credentials not found" in result.message
+    assert result.stop is True
+
+
 def test_plain_termination_message_is_no_summary():
     pod = pod_body(terminated={"reason": "Error", "exitCode": 2, "message": "not json"})
     assert observe.termination_summary([observe.pod_projection(pod)]) is None
@@ -151,7 +165,7 @@ def test_result_outcome_reads_result_json():
                                    "message": "op x"}) == ("Failed", "UnsupportedOperator", "op x")
 
 
-def test_pod_in_trouble_only_for_oom_and_image_pulls():
+def test_pod_in_trouble_only_for_oom_image_pulls_and_config_errors():
     assert not observe.pod_in_trouble(observe.pod_projection(pod_body()))
     assert not observe.pod_in_trouble(observe.pod_projection(
         pod_body(terminated={"reason": "Completed", "exitCode": 0, "message": "{}"})))
@@ -159,3 +173,5 @@ def test_pod_in_trouble_only_for_oom_and_image_pulls():
         pod_body(last_terminated={"reason": "OOMKilled", "exitCode": 137})))
     assert observe.pod_in_trouble(observe.pod_projection(
         pod_body(waiting={"reason": "ErrImagePull", "message": "not found"})))
+    assert observe.pod_in_trouble(observe.pod_projection(
+        pod_body(waiting={"reason": "CreateContainerConfigError", "message": "no secret"})))

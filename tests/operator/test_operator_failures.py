@@ -1,5 +1,5 @@
 """Stage failures that only the node shows, end to end: a container killed for exceeding its
-memory limit and an image that cannot be pulled.
+memory limit, an image that cannot be pulled and a container whose Secret is missing.
 
 The test node agent enforces memory limits and fails pulls from registry hosts under
 `.invalid` (testenv/container_limits.py), so the operator reads the same container states
@@ -61,3 +61,25 @@ def test_unpullable_image_fails_after_grace_period(kube_api, operators):
     wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
                             if stage_of(job) == "export"],
                120, "the export Job that cannot pull its image to be deleted")
+
+
+def test_missing_store_secret_fails_after_grace_period(kube_api, operators):
+    namespace = operators.namespace
+    # The last --store-secret wins: a Secret that this namespace does not have.
+    operator = operators.start("replica-a", "--image-pull-grace", IMAGE_PULL_GRACE,
+                               "--store-secret", "absent-credentials")
+    apply(kube_api, namespace, conversion("nosecret"))
+
+    failed = wait_for_condition(kube_api, namespace, "nosecret", "Ready", "False",
+                                operators=(operator,))
+    exported = condition(failed, "Exported")
+    assert exported["status"] == "False"
+    assert exported["reason"] == "ContainerConfigFailed"
+    assert "absent-credentials" in exported["message"]
+    assert "--store-secret" in exported["message"]
+    assert condition(failed, "Ready")["reason"] == "ContainerConfigFailed"
+
+    # The container would wait for the Secret forever: the operator deletes the Job.
+    wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
+                            if stage_of(job) == "export"],
+               120, "the export Job without its Secret to be deleted")

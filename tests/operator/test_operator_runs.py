@@ -85,6 +85,20 @@ def test_conversion_publishes_and_reuses_cache(kube_api, operators, s3_server):
     assert sorted(stage_jobs(kube_api, namespace, copy["metadata"]["uid"])) == ["publish"]
     s3.head_object(Bucket=operators.bucket, Key="releases/mlp-copy/2.0.0/manifest.json")
 
+    # A model's releases deleted by hand are published again, not reported from the
+    # publish cache. (With its index.json kept, the new manifest would not match the
+    # index, and publish fails with IntegrityFailed.)
+    listed = s3.list_objects_v2(Bucket=operators.bucket, Prefix="releases/mlp-copy/")
+    for item in listed["Contents"]:
+        s3.delete_object(Bucket=operators.bucket, Key=item["Key"])
+    again = conversion("mlp-again", version="2.0.0", validation=device)
+    again["spec"]["publish"]["model"] = "mlp-copy"
+    apply(kube_api, namespace, again)
+    republished = wait_for_condition(kube_api, namespace, "mlp-again", "Ready", "True",
+                                     operators=(operator,))
+    assert not republished["status"]["stages"]["publish"].get("cacheHit")
+    s3.head_object(Bucket=operators.bucket, Key="releases/mlp-copy/2.0.0/manifest.json")
+
     # Changing only the publish settings reruns only publish.
     kube_api.merge_patch(harness.conversions_path(namespace, "mlp"),
                          {"spec": {"publish": {"version": "1.1.0"}}})

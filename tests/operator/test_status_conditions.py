@@ -129,6 +129,15 @@ def test_events_for_started_finished_and_failed_stages():
     assert [(event.type, event.reason) for event in events] == [("Warning", "InvalidModel")]
 
 
+def test_ready_failure_without_a_failed_stage_gets_an_event():
+    # An invalid spec fails Ready alone: no stage condition announces it.
+    invalid = set_condition([], "Ready", "False", "InvalidSpec", "spec.source: m",
+                            generation=1, now="t")
+    events = summary.transition_events([], invalid)
+    assert [(event.type, event.reason) for event in events] == [("Warning", "InvalidSpec")]
+    assert events[0].message == "Ready: spec.source: m"
+
+
 def test_no_events_when_nothing_changed():
     records = {"export": {"state": "Running", "job": "j"}}
     first = summary.build_conditions([], NAMES, records, None, generation=1, now="t")

@@ -132,8 +132,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                        help="seconds between reads of a running device check "
                             "(default: %(default)s)")
     group.add_argument("--image-pull-grace", type=float, default=120.0, metavar="SECONDS",
-                       help="seconds a pod may fail to pull its image before the stage fails "
-                            "(default: %(default)s)")
+                       help="seconds a pod may fail to pull its image or to create its "
+                            "container before the stage fails (default: %(default)s)")
 
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:

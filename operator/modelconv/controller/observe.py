@@ -8,6 +8,8 @@ that tells the user what to do. They are pure, so unit tests feed them plain dic
 Failure reasons, in the order they are checked:
 - a container OOMKilled -> OutOfMemory, naming the memory limit;
 - a container stuck pulling its image past the grace period -> ImagePullFailed;
+- a container that cannot be created past the same grace period (a missing Secret or
+  ConfigMap, say) -> ContainerConfigFailed;
 - the Job failed -> DeadlineExceeded when it ran out of time, else the stage's own reason
   from its termination message (a JSON line, docs/stage-contract.md), else
   RetriesExhausted (backoffLimit reached) or StageFailed.
@@ -25,6 +27,7 @@ from .jobs import LABEL_CONVERSION_UID, LABEL_RUN, LABEL_STAGE
 
 IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName",
                       "ErrImageNeverPull")
+CONTAINER_CONFIG_REASONS = ("CreateContainerConfigError", "CreateContainerError")
 MAX_MESSAGE = 1024
 
 
@@ -101,10 +104,10 @@ def pod_projection(body: Any) -> dict:
 
 
 def pod_in_trouble(pod: dict) -> bool:
-    """Return whether a container of the Pod was OOMKilled or is failing to pull its image."""
+    """Return whether a container of the Pod was OOMKilled, or cannot pull its image or start."""
     for container in pod["containers"]:
         waiting = container["waiting"] or {}
-        if waiting.get("reason") in IMAGE_PULL_REASONS:
+        if waiting.get("reason") in IMAGE_PULL_REASONS + CONTAINER_CONFIG_REASONS:
             return True
         for state in (container["terminated"], container["lastTerminated"]):
             if state and state.get("reason") == "OOMKilled":
@@ -176,6 +179,13 @@ def _image_pull_failure(pods: list[dict], now: datetime.datetime,
                     f"pod {pod['name']} could not pull the image of container "
                     f"{container['name']} for {grace:.0f} s ({waiting['reason']}: {detail}); "
                     "check the image name and the pull secret").strip())
+            if waiting and waiting.get("reason") in CONTAINER_CONFIG_REASONS:
+                detail = (waiting.get("message") or "")[:MAX_MESSAGE]
+                return JobOutcome(st.FAILED, st.REASON_CONTAINER_CONFIG, (
+                    f"pod {pod['name']} could not create container {container['name']} for"
+                    f" {grace:.0f} s ({waiting['reason']}: {detail}); create what it names in"
+                    " the conversion's namespace (the operator's --store-secret names the"
+                    " store Secret), then retry with the modelconv.io/retry annotation"))
     return None
 
 

@@ -294,6 +294,10 @@ async def _write_status(ctl: Controller, body: Any, previous: dict, status: dict
     ctl.written[uid] = status
     for event in summary.transition_events(previous.get("conditions") or [],
                                            status.get("conditions") or []):
+        # The same line in the operator's log, for those who read logs rather than Events.
+        (log.warning if event.type == "Warning" else log.info)(
+            "%s/%s: %s: %s", body["metadata"]["namespace"], body["metadata"]["name"],
+            event.reason, event.message)
         ctl.post_event(body, event)
     _count(ctl.metrics, previous, status)
 

@@ -100,6 +100,13 @@ async def _step(ctl, run: RunPass, stage: PlannedStage) -> dict:
 
     if stage.name in CACHED_STAGES and stage.key:
         result = await ctl.results.result(run.store, stage.name, stage.key)
+        if result is not None and result.get("succeeded") and stage.name == "publish" and (
+                previous.get("state") != st.SUCCEEDED):
+            # A publish about to count as done: its release may have been deleted by hand.
+            if not await _release_present(ctl, run):
+                log.info("%s/%s: the cached publish result's release is gone; publishing again",
+                         run.conversion.namespace, run.conversion.name)
+                result = None
         if result is not None and result.get("succeeded"):
             run.results[stage.name] = result
             # A Job this operator started and that is gone already (ttlSecondsAfterFinished)
@@ -112,6 +119,13 @@ async def _step(ctl, run: RunPass, stage: PlannedStage) -> dict:
     if job is not None:
         return {**base, "state": st.RUNNING}  # the old Job is being deleted; wait for it
     return await _start(ctl, run, stage, base)
+
+
+async def _release_present(ctl, run: RunPass) -> bool:
+    from ..pipeline.stage_job import release_present
+
+    store = ctl.results.store(run.store)
+    return await asyncio.to_thread(release_present, store, run.spec)
 
 
 async def _from_job(ctl, run: RunPass, stage: PlannedStage, job: dict, base: dict) -> dict:

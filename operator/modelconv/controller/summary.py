@@ -109,6 +109,8 @@ def build_conditions(previous: list[dict], names: tuple[str, ...], records: dict
 def transition_events(previous: list[dict], current: list[dict]) -> list[Event]:
     """Return an Event for each condition whose status or reason changed."""
     events = []
+    stage_failed = any(condition["type"] != st.READY and condition["status"] == "False"
+                       for condition in current)
     for condition in current:
         before = st.find_condition(previous, condition["type"])
         if before is not None and (before.get("status"), before.get("reason")) == (
@@ -116,7 +118,7 @@ def transition_events(previous: list[dict], current: list[dict]) -> list[Event]:
             continue
         if condition["reason"] in QUIET_REASONS:
             continue
-        if condition["type"] == st.READY and condition["status"] != "True":
+        if condition["type"] == st.READY and condition["status"] != "True" and stage_failed:
             continue  # the failed stage's own condition has announced it
         kind = "Warning" if condition["status"] == "False" else "Normal"
         events.append(Event(kind, condition["reason"],

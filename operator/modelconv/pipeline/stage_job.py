@@ -230,6 +230,17 @@ def upload_result(store, result: StageResult, key: str, folder: Path) -> dict:
     return document
 
 
+def release_present(store, spec) -> bool:
+    """Return whether the spec's release has its manifest in the store.
+
+    A cached publish result outlives a release deleted by hand. Without the manifest, the
+    publish stage runs again, so it never reports a release that is gone.
+    """
+    from ..release import read_manifest
+
+    return read_manifest(store, spec.publish.model, spec.publish.version) is not None
+
+
 def write_result_document(store, stage: str, key: str, document: dict) -> None:
     """Write result.json into the stage's cache folder, replacing an earlier one."""
     data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
@@ -284,7 +295,8 @@ def execute_stage(stage: str, run_file: Path, workdir: Path) -> tuple[StageResul
         raise InvalidSpec("stages", f"the run file plans no {stage} stage")
     store = open_store(store_url)
     done = read_result(store, stage, keys[stage])
-    if done is not None and done.get("succeeded"):
+    if done is not None and done.get("succeeded") and (
+            stage != "publish" or release_present(store, conversion.spec)):
         _log(stage)(f"already done: {store.url_of(cache_prefix(stage, keys[stage]))}")
         return _stage_result(done, {}), True
 
