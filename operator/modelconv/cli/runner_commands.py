@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import signal
 import socket
@@ -109,7 +110,15 @@ def run_agent(args: argparse.Namespace) -> int:
     agent = Agent(settings, client, backend)
     _install_signal_handlers(agent)
     try:
-        return agent.run()
+        code = agent.run()
+        if agent.workers_running():
+            # A worker still inside torch would make interpreter shutdown abort (C++
+            # "terminate called"), so end the process here; the claims are released.
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except RunnerNameTaken as error:
         print(f"modelconv agent: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -45,6 +45,9 @@ from .resource import PENDING, RUNNER_ERROR, CheckSpec, status_of, utc_now
 
 log = logging.getLogger(__name__)
 
+# Seconds a stopping agent waits for the workers of released checks to end.
+WORKER_STOP_SECONDS = 10.0
+
 # Each agent picks among the oldest candidates by rendezvous hashing (the lowest hash of
 # runner name and check name), so agents watching the same namespace mostly try different
 # checks instead of racing for the oldest one.
@@ -375,6 +378,18 @@ class Agent:
             remaining = list(self._active.values())
         for active in remaining:
             self._release(active)
+        # A released check's worker stops at its next cancellation point. Waiting for it
+        # keeps the process from exiting while the worker is inside torch.
+        deadline = time.monotonic() + WORKER_STOP_SECONDS
+        for active in remaining:
+            if not active.done.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("the worker of check %s did not stop within %.0f s",
+                            active.claim.name, WORKER_STOP_SECONDS)
+
+    def workers_running(self) -> bool:
+        """Return whether a check's worker thread is still running (after `run` returned)."""
+        with self._condition:
+            return bool(self._active)
 
     def _remaining_drain(self) -> float:
         deadline = self._drain_deadline if self._drain_deadline is not None else time.monotonic()
