@@ -4,8 +4,8 @@
 #
 # The ML stack (torch, coremltools, ...: several GB) lives outside the repository, keyed by
 # the digest of requirements.lock, so every clone reuses it and a version bump rebuilds it.
-# `.venv` in the repository is a virtual environment of its own that sees the shared
-# packages through a .pth file and holds only the editable install of this checkout. So two
+# `.venv` in the repository is a virtual environment of its own that imports the shared
+# packages through a .pth file and contains only the editable install of this checkout. So two
 # clones never point each other's `modelconv` at their code.
 set -euo pipefail
 

@@ -547,7 +547,7 @@ def _first_error(error: ValidationError) -> InvalidSpec:
     if loc and loc[-1] in SCALAR_BRANCHES and all(
             item["loc"][:-1] == loc[:-1] and item["loc"][-1] in SCALAR_BRANCHES
             for item in details):
-        # Every member of a scalar union refused the value: say so once.
+        # Every member of a scalar union rejected the value, so report it once.
         return InvalidSpec(_field_path(loc[:-1]), (
             f"{quoted_value(details[0].get('input'))} is invalid: use a string, number or"
             " boolean"))

@@ -95,11 +95,11 @@ def test_interrupt_after_manifest_then_rerun(tmp_path):
     assert "is published" in document["message"]
     # The stages that finished before the stop, and where their files and the report are.
     assert [entry["stage"] for entry in document["stages"]] == ["export", "convert", "validate"]
-    kept = Path(document["workdir"])
-    report = json.loads((kept / "report.json").read_text())
+    kept_workdir = Path(document["workdir"])
+    report = json.loads((kept_workdir / "report.json").read_text())
     assert report["succeeded"] is False
     assert report["reason"] == "Interrupted"
-    assert f"the report and the files made so far are in {kept}" in stderr
+    assert f"the report and the files made so far are in {kept_workdir}" in stderr
     verified = run_modelconv("verify", model_folder / "1.0.0", cwd=tmp_path)
     assert verified.returncode == 0, verified.stdout + verified.stderr
 

@@ -11,7 +11,7 @@ from cli_runs import MODELCONV
 
 
 def _open_writer(fifo, attempts: int = 300) -> int:
-    """Open the FIFO's write end once `modelconv` holds its read end; return the descriptor."""
+    """Open the FIFO's write end once `modelconv` has opened its read end; return the descriptor."""
     for _ in range(attempts):
         try:
             return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)

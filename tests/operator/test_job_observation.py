@@ -165,7 +165,7 @@ def test_result_outcome_reads_result_json():
                                    "message": "op x"}) == ("Failed", "UnsupportedOperator", "op x")
 
 
-def test_pod_in_trouble_only_for_oom_image_pulls_and_config_errors():
+def test_pod_in_trouble_cases():
     assert not observe.pod_in_trouble(observe.pod_projection(pod_body()))
     assert not observe.pod_in_trouble(observe.pod_projection(
         pod_body(terminated={"reason": "Completed", "exitCode": 0, "message": "{}"})))

@@ -129,7 +129,7 @@ def test_events_for_started_finished_and_failed_stages():
     assert [(event.type, event.reason) for event in events] == [("Warning", "InvalidModel")]
 
 
-def test_ready_failure_without_a_failed_stage_gets_an_event():
+def test_ready_only_failure_posts_event():
     # An invalid spec fails Ready alone: no stage condition announces it.
     invalid = set_condition([], "Ready", "False", "InvalidSpec", "spec.source: m",
                             generation=1, now="t")

@@ -9,7 +9,7 @@ from modelconv.runner.checks import S3Presigner
 
 
 def test_presign_endpoint_names_the_runners_address(s3_store, s3_server):
-    # The operator speaks to the server as 127.0.0.1; the runners are told "localhost", the
+    # The operator speaks to the server as 127.0.0.1; the runners are given "localhost", the
     # same loopback server under another name, as a Mac would use a public name.
     s3_store.put_bytes("runs/a/model.bin", b"package bytes")
     port = urllib.parse.urlsplit(s3_server.endpoint_url).port

@@ -170,7 +170,7 @@ def run_pipeline(
 
     A failing stage, classified or not, ends the run with a failed result instead of raising.
     KeyboardInterrupt propagates with the outcome so far as its `outcome` attribute, and an
-    error while writing the failure report propagates too. A `workdir` that holds other
+    error while writing the failure report propagates too. A `workdir` that contains other
     files than an earlier run's raises ConversionError (InvalidArgument) before anything runs.
 
     The release goes to `store` (or the spec's, or `DEFAULT_STORE`). Stages work in
@@ -216,7 +216,7 @@ def run_pipeline(
 
 
 def check_workdir(path: Path) -> None:
-    """Raise InvalidArgument when `path` holds files and is no modelconv work directory.
+    """Raise InvalidArgument when `path` contains files and is no modelconv work directory.
 
     A run deletes and rewrites its stage folders (export/, convert/, ...) and report files
     there, so a folder of other files must not be used.
@@ -328,7 +328,7 @@ def _record(outcome: RunOutcome, result: StageResult) -> None:
 def _finish(outcome: RunOutcome, keep_workdir: bool, temporary: bool) -> None:
     """Write the report of a failed run into the work directory, and clean up after success.
 
-    A temporary work directory in which no stage began holds nothing worth keeping.
+    A temporary work directory in which no stage began contains nothing worth keeping.
     """
     if temporary and not outcome.stage_started and not keep_workdir:
         shutil.rmtree(outcome.workdir, ignore_errors=True)

@@ -336,7 +336,7 @@ def unindexed_release_error(
 
 
 def completion_hint(location: str, channels: tuple[str, ...]) -> str:
-    """Return the sentence that tells how to finish the index entry and channels of a release."""
+    """Return the sentence on how to finish the index entry and channels of a release."""
     hint = "Run the same `modelconv run` command again to record the version in index.json"
     if channels:
         hint += f" and move channel {', '.join(channels)} (or `modelconv promote {location}"
