@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from coremltools.converters.mil.mil import get_new_symbol
 from mil_reference import conv, conv_transpose, pool, same_padding
-from mil_testing import IOS15, IOS16, mb, random, run_fp16, run_ops
+from mil_testing import (IOS15, IOS16, build_program, ct, mb, random, run_fp16, run_ops,
+                         save_program, types)
+
+from modelconv.mil import execute, load_program
 
 CONV_CASES = [
     # rank, pad_type, strides, dilations, groups
@@ -18,6 +22,7 @@ CONV_CASES = [
     (2, "same", [1, 1], [2, 2], 1),
     (2, "custom", [1, 2], [1, 1], 2),
     (2, "valid", [1, 1], [1, 1], 4),
+    (2, "valid", [2, 1], [1, 1], 2),
     (3, "same", [1, 2, 1], [1, 1, 1], 1),
 ]
 
@@ -81,6 +86,64 @@ def test_pointwise_conv_of_a_one_pixel_image(tmp_path, strides, groups):
     expected = conv(x, weight, bias, strides, [(0, 0)] * 2, [1, 1], groups)
     assert result.shape == (3, 6, 1, 1)
     np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bias_seed", [None, 33])
+def test_pointwise_conv_of_transposed_image(tmp_path, bias_seed):
+    # A 1x1 kernel with stride 1 runs as one matrix product over the pixels. The transpose
+    # gives an x that is not in channels-last layout.
+    x = random((2, 5, 6, 4), seed=31)
+    weight = random((7, 4, 1, 1), seed=32)
+    bias = None if bias_seed is None else random((7,), seed=bias_seed)
+    arguments = dict(weight=weight) if bias is None else dict(weight=weight, bias=bias)
+
+    def build(x):
+        return mb.conv(x=mb.transpose(x=x, perm=[0, 3, 1, 2]), **arguments)
+
+    (result,) = run_ops(tmp_path, build, {"x": x})
+    expected = conv(x.transpose(0, 3, 1, 2), weight, bias, [1, 1], [(0, 0)] * 2, [1, 1], 1)
+    assert result.shape == (2, 7, 5, 6)
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("strides,dilations", [([1, 1], [1, 1]), ([2, 2], [1, 1]),
+                                               ([1, 2], [2, 1])])
+def test_depthwise_conv_matches_loop_reference(tmp_path, strides, dilations):
+    x = random((2, 6, 9, 8), seed=34)
+    weight = random((6, 1, 3, 3), seed=35)
+    bias = random((6,), seed=36)
+    (result,) = run_ops(tmp_path, lambda x: mb.conv(
+        x=x, weight=weight, bias=bias, strides=strides, dilations=dilations, pad_type="same",
+        groups=6), {"x": x})
+    pads = _pads("same", [9, 8], [3, 3], strides, dilations, None)
+    expected = conv(x, weight, bias, strides, pads, dilations, 6)
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_ranged_conv_matches_static_conv(tmp_path):
+    # With static shapes each convolution is prepared for its input shape at compile time,
+    # and a ranged input shape runs the general path. Both give the loop reference's result.
+    pointwise = random((5, 3, 1, 1), seed=37)
+    depthwise = random((5, 1, 3, 3), seed=38)
+
+    def build(x):
+        expanded = mb.conv(x=x, weight=pointwise, name="expanded")
+        return mb.conv(x=expanded, weight=depthwise, pad_type="same", groups=5, name="mixed")
+
+    def expected(x):
+        expanded = conv(x, pointwise, None, [1, 1], [(0, 0)] * 2, [1, 1], 1)
+        return conv(expanded, depthwise, None, [1, 1], [(1, 1)] * 2, [1, 1], 5)
+
+    ranged = build_program(build, {"x": ((1, 3, get_new_symbol(), 6), types.fp32)})
+    inputs = [ct.TensorType(name="x", shape=(1, 3, ct.RangeDim(2, 12, 4), 6))]
+    ranged = load_program(save_program(tmp_path, ranged, inputs=inputs))
+    for height in (2, 4, 11):
+        x = random((1, 3, height, 6), seed=height)
+        (static,) = run_ops(tmp_path, build, {"x": x})
+        (general,) = execute(ranged, {"x": x}).values()
+        np.testing.assert_allclose(static, expected(x), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(general, expected(x), rtol=1e-5, atol=1e-5)
 
 
 def test_conv_output_is_c_ordered(tmp_path):

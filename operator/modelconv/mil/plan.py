@@ -161,6 +161,9 @@ class ExecutionPlan:
             node.outputs if checked else [(name, None) for name, _ in node.outputs],
             implementation.runs_blocks,
             self.shape_mismatches,
+            implementation.specialize,
+            {argument: self.var_types[name].shape for argument, name, _ in dynamic
+             if self._is_static(name)},
         )
 
     def _is_static(self, var_name: str) -> bool:
@@ -203,9 +206,13 @@ class ExecutionPlan:
 
 
 def _make_step(
-    function, context, static, dynamic, tuples, upcast, outputs, runs_blocks, shape_mismatches
+    function, context, static, dynamic, tuples, upcast, outputs, runs_blocks, shape_mismatches,
+    specialize=None, static_shapes=None,
 ):
-    """Build the closure that runs one op; kept flat because it runs once per op per call."""
+    """Build the closure that runs one op; kept flat because it runs once per op per call.
+
+    `static_shapes` maps run-time inputs with a static declared shape to that shape.
+    """
     output_names = [name for name, _ in outputs]
     output_dtypes = context.output_dtypes
     shape_checks = [_shape_check(None if kind is None else kind.shape) for _, kind in outputs]
@@ -221,9 +228,12 @@ def _make_step(
         ]
 
     if single and not tuples and not runs_blocks and not any(p for _, _, p in dynamic):
+        fast = None
+        if specialize is not None and dynamic and len(static_shapes) == len(dynamic):
+            fast = specialize(context, static, static_shapes)
         return _make_single_output_step(
             function, context, static, [(argument, var) for argument, var, _ in dynamic],
-            upcast, outputs[0], shape_mismatches,
+            upcast, outputs[0], shape_mismatches, fast, static_shapes,
         )
 
     def step(env: Environment) -> None:
@@ -277,11 +287,13 @@ def _make_step(
 
 
 def _make_single_output_step(function, context, static, dynamic, upcast, output,
-                             shape_mismatches):
+                             shape_mismatches, fast=None, input_shapes=None):
     """Build the step of the common op: one output, tensor inputs and constants only.
 
     It does what the general step does with fewer checks on the way: a fully static declared
     shape is compared in one test, and the detailed check runs only when that test fails.
+    `fast`, the op specialized for the declared `input_shapes`, runs when the inputs have
+    those shapes.
     """
     name, kind = output
     dtype = context.output_dtypes[0]
@@ -290,12 +302,27 @@ def _make_single_output_step(function, context, static, dynamic, upcast, output,
     if kind is not None and kind.shape is not None and None not in kind.shape:
         static_shape = torch.Size(kind.shape)
 
+    if fast is None:
+        def run(env: Environment):
+            arguments = dict(static)
+            for argument, var in dynamic:
+                arguments[argument] = _upcast(env[var]) if upcast else env[var]
+            return function(context, **arguments)
+    else:
+        expected = [(argument, torch.Size(input_shapes[argument])) for argument, _ in dynamic]
+
+        def run(env: Environment):
+            arguments = {
+                argument: _upcast(env[var]) if upcast else env[var] for argument, var in dynamic
+            }
+            for argument, shape in expected:
+                if arguments[argument].shape != shape:
+                    return function(context, **static, **arguments)
+            return fast(**arguments)
+
     def step(env: Environment) -> None:
-        arguments = dict(static)
-        for argument, var in dynamic:
-            arguments[argument] = _upcast(env[var]) if upcast else env[var]
         try:
-            value = function(context, **arguments)
+            value = run(env)
         except MilError:
             raise
         except Exception as error:  # any torch failure inside an op is reported with the op

@@ -41,6 +41,7 @@ class OpImplementation:
     fp16: str
     runs_blocks: bool = False
     prepare: Callable[..., dict] | None = None
+    specialize: Callable[..., Callable | None] | None = None
 
 
 @dataclass
@@ -81,6 +82,7 @@ def register(
     fp16: str = NATIVE,
     runs_blocks: bool = False,
     prepare: Callable[..., dict] | None = None,
+    specialize: Callable[..., Callable | None] | None = None,
 ) -> None:
     """Register `function` as the implementation of `op_type`; a second registration raises.
 
@@ -88,6 +90,13 @@ def register(
     blocks read outer vars from. `prepare(ctx, inputs)`, when given, runs once when the
     program is compiled, on the inputs known at that time. It returns them transformed (a
     weight cast to the output dtype, say) and must not modify its argument.
+
+    `specialize(ctx, inputs, shapes)`, when given, also runs once at compile time, for an op
+    with one output whose run-time inputs are tensors with static declared shapes. `inputs`
+    are the prepared compile-time inputs and `shapes` maps each run-time input's name to its
+    declared shape. It returns a function of the run-time inputs, by name, that computes the
+    op for exactly those shapes with every choice that depends on them made in advance, or
+    None. A call whose actual shapes differ runs `function`.
     """
     if fp16 not in (NATIVE, UPCAST):
         raise ValueError(f"fp16 must be {NATIVE!r} or {UPCAST!r}, got {fp16!r}")
@@ -98,7 +107,7 @@ def register(
             f"{existing.function.__module__}.{existing.function.__qualname__}"
         )
     _REGISTRY[op_type] = OpImplementation(
-        op_type, function, frozenset(params), fp16, runs_blocks, prepare
+        op_type, function, frozenset(params), fp16, runs_blocks, prepare, specialize
     )
 
 
@@ -108,11 +117,12 @@ def op(
     fp16: str = NATIVE,
     runs_blocks: bool = False,
     prepare: Callable[..., dict] | None = None,
+    specialize: Callable[..., Callable | None] | None = None,
 ):
     """Decorate a function as the implementation of one MIL op type."""
 
     def decorate(function):
-        register(op_type, function, params, fp16, runs_blocks, prepare)
+        register(op_type, function, params, fp16, runs_blocks, prepare, specialize)
         return function
 
     return decorate
