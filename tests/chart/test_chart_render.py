@@ -110,6 +110,15 @@ def test_namespaced_mode_creates_the_stage_service_account_in_each_namespace(ren
     assert sorted(account["metadata"]["namespace"] for account in accounts) == ["team-a", "team-b"]
 
 
+def test_stage_account_flag_when_namespaced(rendered_sets):
+    # Only listed namespaces get the account, so with all namespaces watched the stage pods
+    # keep each namespace's default ServiceAccount.
+    namespaced = operator_args(rendered_sets["namespaced"])
+    assert "--stage-service-account=modelconv-stage" in namespaced
+    default = operator_args(rendered_sets["default"])
+    assert not [arg for arg in default if arg.startswith("--stage-service-account")]
+
+
 def test_stage_service_account_mounts_no_token_and_has_no_rights(rendered_sets):
     from chart_rendering import bound_roles
 

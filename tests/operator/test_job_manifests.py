@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -101,6 +102,34 @@ def test_pod_security_is_restricted():
     assert container["readOnlyRootFilesystem"] is True
     assert container["capabilities"] == {"drop": ["ALL"]}
     assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+
+
+def test_default_service_account_unless_set():
+    job, _, _ = build()
+    assert "serviceAccountName" not in job["spec"]["template"]["spec"]
+
+
+def test_stage_service_account_on_all_jobs():
+    config = dataclasses.replace(CONFIG, stage_service_account="modelconv-stage")
+    spec = make_spec(train={"image": "team/trainer:3",
+                            "output": {"uri": "s3://bucket/trained/model.pt"},
+                            "outputKind": "torchscript"})
+    plan = plan_run(spec)
+    stage = jobs.stage_job(CONVERSION, plan, plan.stage("export"), spec, config)
+    train = jobs.train_job(CONVERSION, plan, plan.stage("train"), spec, config)
+    for job in (stage, train):
+        pod = job["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "modelconv-stage"
+        assert pod["automountServiceAccountToken"] is False
+
+
+def test_stage_service_account_in_run_hash():
+    spec = make_spec()
+    config = dataclasses.replace(CONFIG, stage_service_account="modelconv-stage")
+    plain = plan_run(spec, job_settings=CONFIG.job_settings())
+    with_account = plan_run(spec, job_settings=config.job_settings())
+    assert "stageServiceAccount" not in CONFIG.job_settings()
+    assert plain.run_hash != with_account.run_hash
 
 
 def test_pod_failure_policy_rules():

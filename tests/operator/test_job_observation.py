@@ -10,12 +10,14 @@ from modelconv.controller import observe
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
 
 
-def job_body(*, conditions=(), active=0, failed=0, succeeded=0, memory_limit=None) -> dict:
+def job_body(*, conditions=(), active=0, failed=0, succeeded=0, memory_limit=None,
+             created="2026-01-01T11:58:00Z") -> dict:
     container = {"name": "stage", "image": "stage:1"}
     if memory_limit:
         container["resources"] = {"limits": {"memory": memory_limit}}
     return {
         "metadata": {"name": "mlp-convert-abc", "namespace": "ns", "uid": "job-uid",
+                     "creationTimestamp": created,
                      "labels": {"modelconv.io/conversion-uid": "conv-uid",
                                 "modelconv.io/run": "r" * 16, "modelconv.io/stage": "convert"},
                      "ownerReferences": [{"uid": "conv-uid", "controller": True}]},
@@ -152,6 +154,24 @@ def test_container_config_error_fails_after_the_grace_period():
     assert result.reason == "ContainerConfigFailed"
     assert "secret ml/store-credentials not found" in result.message
     assert result.stop is True
+
+
+def test_podless_job_fails_after_grace():
+    young = job_body(created="2026-01-01T11:59:30Z")
+    assert outcome(young, [], grace=60).state == "Running"
+
+    result = outcome(job_body(created="2026-01-01T11:57:00Z"), [], grace=60)
+    assert result.state == "Failed"
+    assert result.reason == "PodNotCreated"
+    assert "kubectl describe job mlp-convert-abc -n ns" in result.message
+    assert "--stage-service-account" in result.message
+    assert result.stop is True
+
+
+def test_counted_pods_are_not_podless():
+    # A Job whose pods were counted but are gone from the index did create them.
+    old = job_body(created="2026-01-01T11:00:00Z", failed=1)
+    assert outcome(old, [], grace=60).state == "Running"
 
 
 def test_plain_termination_message_is_no_summary():

@@ -1,5 +1,8 @@
-"""Stage failures that only the node shows, end to end: a container killed for exceeding its
-memory limit, an image that cannot be pulled and a container whose Secret is missing.
+"""Stage failures that only the node or the Job controller shows, end to end.
+
+The cases: a container killed for exceeding its memory limit, an image that cannot be
+pulled, a container whose Secret is missing and a Job whose pods name a missing
+ServiceAccount.
 
 The test node agent enforces memory limits and fails pulls from registry hosts under
 `.invalid` (testenv/container_limits.py), so the operator reads the same container states
@@ -8,6 +11,7 @@ from the API server that a kubelet would report.
 
 from __future__ import annotations
 
+import operator_harness as harness
 from operator_harness import apply, condition, conversion, jobs_of, stage_of, wait_for_condition
 from testenv.processes import wait_until
 
@@ -83,3 +87,38 @@ def test_missing_store_secret_fails_after_grace_period(kube_api, operators):
     wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
                             if stage_of(job) == "export"],
                120, "the export Job without its Secret to be deleted")
+
+
+def test_missing_stage_account_then_retry(kube_api, operators):
+    namespace = operators.namespace
+    operator = operators.start("replica-a", "--image-pull-grace", IMAGE_PULL_GRACE,
+                               "--stage-service-account", "conversion-stages")
+    apply(kube_api, namespace, conversion("noaccount"))
+
+    # The ServiceAccount admission plugin rejects every pod of the Job.
+    failed = wait_for_condition(kube_api, namespace, "noaccount", "Ready", "False",
+                                operators=(operator,))
+    exported = condition(failed, "Exported")
+    assert exported["status"] == "False"
+    assert exported["reason"] == "PodNotCreated"
+    assert f"for {IMAGE_PULL_GRACE} s" in exported["message"]
+    assert "--stage-service-account" in exported["message"]
+    assert condition(failed, "Ready")["reason"] == "PodNotCreated"
+    wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
+                            if stage_of(job) == "export"],
+               120, "the export Job without pods to be deleted")
+
+    # With the ServiceAccount in place, a retry runs every stage as it.
+    kube_api.post(f"/api/v1/namespaces/{namespace}/serviceaccounts", {
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "conversion-stages"}, "automountServiceAccountToken": False})
+    kube_api.merge_patch(harness.conversions_path(namespace, "noaccount"),
+                         {"metadata": {"annotations": {"modelconv.io/retry": "1"}}})
+    wait_until(lambda: harness.get(kube_api, namespace, "noaccount")["status"].get("retries") == 1,
+               60, "the operator to start the retry run")
+    done = wait_for_condition(kube_api, namespace, "noaccount", "Ready", "True",
+                              operators=(operator,))
+    assert condition(done, "Published")["status"] == "True"
+    pods = kube_api.get(f"/api/v1/namespaces/{namespace}/pods")["items"]
+    assert pods
+    assert {pod["spec"]["serviceAccountName"] for pod in pods} == {"conversion-stages"}

@@ -30,13 +30,14 @@ def test_options_become_the_operator_config():
     config = config_of("--namespace", "a", "--namespace", "b", "--store", "s3://bucket/p",
                        "--store-secret", "s3", "--stage-env", "A=1", "--stage-env", "B=x=y",
                        "--stage-command", "python /opt/stage.py", "--backoff-limit", "0",
-                       "--lease-namespace", "ops")
+                       "--lease-namespace", "ops", "--stage-service-account", "modelconv-stage")
     assert config.namespaces == ("a", "b")
     assert config.store == "s3://bucket/p"
     assert config.stage_env == (("A", "1"), ("B", "x=y"))
     assert config.stage_command == ("python", "/opt/stage.py")
     assert config.backoff_limit == 0
     assert config.lease_namespace == "ops"
+    assert config.stage_service_account == "modelconv-stage"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -44,6 +45,7 @@ def test_options_become_the_operator_config():
     (["--lease-duration", "5", "--renew-deadline", "10"], "--retry-period < --renew-deadline"),
     (["--stage-command", ""], "must not be empty"),
     (["--presign-endpoint", "minio.example.com:9000"], "expected an http:// or https:// URL"),
+    (["--stage-service-account", "Stage_Runner"], "expected a Kubernetes object name"),
 ])
 def test_invalid_options_are_rejected(argv, message):
     with pytest.raises(ValueError, match=message):

@@ -104,6 +104,9 @@ helm.sh/resource-policy: keep
 {{- with .Values.runners.presignEndpoint }}
 - {{ printf "--presign-endpoint=%s" . | quote }}
 {{- end }}
+{{- if .Values.watch.namespaces }}
+- {{ printf "--stage-service-account=%s" .Values.stages.serviceAccount.name | quote }}
+{{- end }}
 {{- range $name, $value := .Values.stages.env }}
 - {{ printf "--stage-env=%s=%s" $name $value | quote }}
 {{- end }}

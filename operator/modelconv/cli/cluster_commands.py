@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shlex
 import sys
 import urllib.parse
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import EXIT_BAD_INPUT
+
+# Names of Kubernetes objects such as ServiceAccounts: DNS subdomains (RFC 1123).
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 CRD_KINDS = ("modelconversion", "coremlcheck", "all")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -112,6 +116,10 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                        help="S3 endpoint in the presigned URLs that macOS runners fetch, when "
                             "they reach the store at another address than the operator "
                             "(default: the operator's own endpoint)")
+    group.add_argument("--stage-service-account", default=None, metavar="NAME",
+                       help="ServiceAccount of the stage and training pods; it must exist in "
+                            "each conversion's namespace (default: the namespace's default "
+                            "ServiceAccount). The pods mount no token either way")
     group.add_argument("--stage-env", action="append", default=[], metavar="NAME=VALUE",
                        help="extra environment variable of every stage container (repeatable; "
                             "never a secret)")
@@ -133,7 +141,8 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
                             "(default: %(default)s)")
     group.add_argument("--image-pull-grace", type=float, default=120.0, metavar="SECONDS",
                        help="seconds a pod may fail to pull its image or to create its "
-                            "container before the stage fails (default: %(default)s)")
+                            "container, and a stage Job may have no pod, before the stage "
+                            "fails (default: %(default)s)")
 
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +183,17 @@ def _endpoint_option(option: str, url: Optional[str]) -> Optional[str]:
     return url
 
 
+def _object_name(option: str, name: Optional[str]) -> Optional[str]:
+    """Return a Kubernetes object name option, checked as a DNS subdomain; raise ValueError."""
+    if name is None:
+        return None
+    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
+        raise ValueError(f"{option} {name!r}: expected a Kubernetes object name (lowercase "
+                         "letters, digits, '-' and '.', starting and ending with a letter "
+                         "or digit)")
+    return name
+
+
 def _stage_command(text: str) -> tuple[str, ...]:
     command = tuple(shlex.split(text))
     if not command:
@@ -196,6 +216,8 @@ def operator_config(args: argparse.Namespace):
         s3_endpoint=args.s3_endpoint,
         presign_endpoint=_endpoint_option("--presign-endpoint", args.presign_endpoint),
         stage_env=_stage_env(args.stage_env),
+        stage_service_account=_object_name("--stage-service-account",
+                                           args.stage_service_account),
         namespaces=tuple(args.namespaces),
         backoff_limit=args.backoff_limit,
         active_deadline_seconds=args.active_deadline,

@@ -31,6 +31,9 @@ class OperatorConfig:
     presign_endpoint: Optional[str] = None
     # Extra environment variables of every stage container (no secrets: they are visible).
     stage_env: tuple[tuple[str, str], ...] = ()
+    # ServiceAccount of the stage and training pods, in each conversion's namespace; None
+    # leaves the namespace's default. The pods mount no token either way.
+    stage_service_account: Optional[str] = None
     # Namespaces to watch; empty means all namespaces.
     namespaces: tuple[str, ...] = ()
     # Job defaults, each overridable per stage in spec.stages.
@@ -55,7 +58,7 @@ class OperatorConfig:
 
     def job_settings(self) -> dict:
         """Return the settings that shape every Job; they are part of the run hash."""
-        return {
+        settings = {
             "stageImage": self.stage_image,
             "stageCommand": list(self.stage_command),
             "storeSecret": self.store_secret,
@@ -65,3 +68,7 @@ class OperatorConfig:
             "activeDeadlineSeconds": self.active_deadline_seconds,
             "trainDeadlineSeconds": self.train_deadline_seconds,
         }
+        # Only when set, so the runs of operators without it keep their hashes.
+        if self.stage_service_account:
+            settings["stageServiceAccount"] = self.stage_service_account
+        return settings

@@ -232,8 +232,8 @@ def _job(conversion: ConversionRef, plan: RunPlan, stage: PlannedStage, pod_spec
     }
 
 
-def _pod_spec(container: dict, volumes: list) -> dict:
-    return {
+def _pod_spec(container: dict, volumes: list, config: OperatorConfig) -> dict:
+    spec = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -247,6 +247,9 @@ def _pod_spec(container: dict, volumes: list) -> dict:
         # The root filesystem is read-only; /tmp is the stage's work space.
         "volumes": volumes + [{"name": "tmp", "emptyDir": {}}],
     }
+    if config.stage_service_account:
+        spec["serviceAccountName"] = config.stage_service_account
+    return spec
 
 
 def stage_job(conversion: ConversionRef, plan: RunPlan, stage: PlannedStage,
@@ -275,7 +278,7 @@ def stage_job(conversion: ConversionRef, plan: RunPlan, stage: PlannedStage,
     volumes = [{"name": "run", "configMap": {"name": config_map}}]
     override = spec.stages.get(stage.name)
     return _job(
-        conversion, plan, stage, _pod_spec(container, volumes),
+        conversion, plan, stage, _pod_spec(container, volumes, config),
         backoff_limit=_pick(override and override.backoff_limit, config.backoff_limit),
         deadline=_pick(override and override.active_deadline_seconds,
                        config.active_deadline_seconds),
@@ -310,7 +313,7 @@ def train_job(conversion: ConversionRef, plan: RunPlan, stage: PlannedStage,
     deadline = _pick(override and override.active_deadline_seconds,
                      _pick(train.active_deadline_seconds, config.train_deadline_seconds))
     return _job(
-        conversion, plan, stage, _pod_spec(container, []),
+        conversion, plan, stage, _pod_spec(container, [], config),
         backoff_limit=_pick(override and override.backoff_limit, config.backoff_limit),
         deadline=deadline, config=config,
     )
