@@ -181,6 +181,20 @@ def test_monitoring_values_render_service_monitor_and_network_policy(rendered_se
         assert "NetworkPolicy" not in kinds(rendered_sets[name])
 
 
+@pytest.mark.parametrize(("endpoint", "extra_port"), [
+    ("http://minio.storage:9000", 9000),
+    ("http://minio.storage", 80),
+    ("https://s3.example.test:8443", 8443),
+    ("https://s3.example.test", None),
+])
+def test_network_policy_allows_the_store_port(render, endpoint, extra_port):
+    documents = render({"networkPolicy": {"enabled": True}, "store": {"endpoint": endpoint}})
+    (policy,) = find(documents, "NetworkPolicy")
+    ports = [port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]]
+    assert ports[:4] == [53, 53, 443, 6443]
+    assert ports[4:] == ([] if extra_port is None else [extra_port])
+
+
 def test_store_settings_reach_the_operator(rendered_sets):
     container = operator_container(rendered_sets["store-and-runners"])
     args = container["args"]
