@@ -242,7 +242,7 @@ def test_sigterm_lets_a_running_check_finish(pool, s3_store, slow_model, tmp_pat
 def test_runners_command_lists_live_agents(pool, tmp_path):
     agents = [AgentProcess(pool, f"mac-{index}", tmp_path, concurrency=2) for index in range(2)]
     argv = [sys.executable, "-c", AGENT_ENTRY, "runners", "--kubeconfig",
-            str(pool.admin_kubeconfig), "--namespace", pool.namespace]
+            str(pool.admin_kubeconfig), "-n", pool.namespace]
     try:
         leases = LeaseApi(pool.client, pool.namespace)
         wait_for(lambda: all(_lease_exists(leases, agent.name) for agent in agents), 120,

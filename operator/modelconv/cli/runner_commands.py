@@ -42,7 +42,7 @@ def _register_agent(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, $KUBECONFIG "
                         "or ~/.kube/config)")
     parser.add_argument("--context", help="kubeconfig context (default: its current context)")
-    parser.add_argument("--namespace", required=True, help="pool namespace to serve")
+    parser.add_argument("--namespace", "-n", required=True, help="pool namespace to serve")
 
     # What the runner offers and how it works.
     parser.add_argument("--labels", default="",
@@ -73,7 +73,7 @@ def _register_runners(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--kubeconfig", help="kubeconfig file")
     parser.add_argument("--context", help="kubeconfig context")
-    parser.add_argument("--namespace", default="modelconv-runners",
+    parser.add_argument("--namespace", "-n", default="modelconv-runners",
                         help="pool namespace (default modelconv-runners)")
     parser.add_argument("--output", choices=("table", "json"), default="table")
     parser.set_defaults(func=list_runners)
