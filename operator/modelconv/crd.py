@@ -105,7 +105,8 @@ CEL_RULES = {
 # Columns of `kubectl get modelconversions`.
 PRINTER_COLUMNS = [
     {"name": "Stage", "type": "string", "jsonPath": ".status.stage",
-     "description": "The stage running now, the failed stage, or Done."},
+     "description": "The stage running now, the failed stage, Done, or Invalid for a spec "
+                    "the operator rejects."},
     {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
      "description": "Status of the Ready condition."},
     {"name": "Worst Error", "type": "number", "jsonPath": ".status.metrics.worstError",

@@ -194,7 +194,8 @@ class ConversionStatus(StatusModel):
     )
     stage: Optional[str] = Field(
         default=None, max_length=32,
-        description="The stage running now, the failed stage, or Done.",
+        description="The stage running now, the failed stage, Done, or Invalid for a spec the "
+                    "operator rejects.",
     )
     conditions: list[Condition] = Field(
         default_factory=list, max_length=16, description="Stage conditions and Ready."
