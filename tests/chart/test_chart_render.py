@@ -111,12 +111,13 @@ def test_namespaced_mode_creates_the_stage_service_account_in_each_namespace(ren
 
 
 def test_stage_account_flag_when_namespaced(rendered_sets):
-    # Only listed namespaces get the account, so with all namespaces watched the stage pods
-    # keep each namespace's default ServiceAccount.
+    # Only listed namespaces get the account. With all namespaces watched there is none, and
+    # stage pods keep each namespace's default ServiceAccount.
     namespaced = operator_args(rendered_sets["namespaced"])
     assert "--stage-service-account=modelconv-stage" in namespaced
     default = operator_args(rendered_sets["default"])
     assert not [arg for arg in default if arg.startswith("--stage-service-account")]
+    assert find(rendered_sets["default"], "ServiceAccount", name="modelconv-stage") == []
 
 
 def test_stage_service_account_mounts_no_token_and_has_no_rights(rendered_sets):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
 from coremltools.converters.mil.mil import get_new_symbol
@@ -80,7 +82,7 @@ def test_bad_inputs_get_clear_errors(scaled_program, inputs, message):
 
 
 def test_unknown_precision_is_rejected(scaled_program):
-    with pytest.raises(ValueError, match="precision must be one of 'program', 'fp32'"):
+    with pytest.raises(InvalidInput, match="precision must be one of 'program', 'fp32'"):
         execute(scaled_program, {"x": np.zeros((2, 3)), "ids": np.zeros(2, np.int32)},
                 precision="fp64")
 
@@ -93,6 +95,21 @@ def test_missing_package_is_a_load_error(tmp_path):
 def test_plain_folder_is_load_error(tmp_path):
     with pytest.raises(ProgramLoadError, match="not an .mlpackage"):
         load_program(tmp_path)
+
+
+def test_zipped_package_is_load_error(tmp_path):
+    archive = tmp_path / "model.mlpackage.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("model.mlpackage/Manifest.json", "{}")
+    with pytest.raises(ProgramLoadError, match="is a zip archive; unzip it"):
+        load_program(archive)
+
+
+def test_onnx_file_is_load_error(tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"\x08\x07")
+    with pytest.raises(ProgramLoadError, match="neither an .mlpackage folder nor an .mlmodel"):
+        load_program(model)
 
 
 def test_neural_network_model_is_rejected(tmp_path):

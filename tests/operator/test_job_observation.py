@@ -163,9 +163,21 @@ def test_podless_job_fails_after_grace():
     result = outcome(job_body(created="2026-01-01T11:57:00Z"), [], grace=60)
     assert result.state == "Failed"
     assert result.reason == "PodNotCreated"
-    assert "kubectl describe job mlp-convert-abc -n ns" in result.message
+    assert "kubectl get events -n ns --field-selector involvedObject.name=mlp-convert-abc" \
+        in result.message
     assert "--stage-service-account" in result.message
     assert result.stop is True
+
+
+def test_suspended_job_waits_without_pods():
+    suspended = job_body(created="2026-01-01T11:00:00Z")
+    suspended["spec"]["suspend"] = True
+    assert outcome(suspended, [], grace=60).state == "Running"
+
+    # Resumed 30 s ago: the grace period counts from its new startTime.
+    resumed = job_body(created="2026-01-01T11:00:00Z")
+    resumed["status"]["startTime"] = "2026-01-01T11:59:30Z"
+    assert outcome(resumed, [], grace=60).state == "Running"
 
 
 def test_counted_pods_are_not_podless():

@@ -16,7 +16,7 @@ from operator_harness import apply, condition, conversion, jobs_of, stage_of, wa
 from testenv.processes import wait_until
 
 # Seconds a stage may fail to pull its image before the operator gives up on it here.
-IMAGE_PULL_GRACE = "4"
+IMAGE_PULL_GRACE = "5"
 
 
 def test_stage_over_memory_limit_is_out_of_memory(kube_api, operators):

@@ -46,6 +46,9 @@ def test_options_become_the_operator_config():
     (["--stage-command", ""], "must not be empty"),
     (["--presign-endpoint", "minio.example.com:9000"], "expected an http:// or https:// URL"),
     (["--stage-service-account", "Stage_Runner"], "expected a Kubernetes object name"),
+    (["--image-pull-grace", "0"], "--image-pull-grace 0.0: expected at least 5"),
+    (["--recheck-interval", "-1"], "--recheck-interval -1.0: expected at least 1"),
+    (["--backoff-limit", "-1"], "--backoff-limit -1: expected at least 0"),
 ])
 def test_invalid_options_are_rejected(argv, message):
     with pytest.raises(ValueError, match=message):

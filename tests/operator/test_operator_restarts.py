@@ -130,3 +130,14 @@ def test_operator_account_has_only_its_rules(kube_api, operators):
         assert not allowed("list", "namespaces")
     finally:
         service_account.close()
+
+
+def test_unusable_lease_namespace_exits_2(operators):
+    # The operator's ServiceAccount has the Lease rules in its own namespace only.
+    operator = operators.start("replica-a", "--lease-namespace", "absent-lease-namespace")
+    wait_until(lambda: not operator.running(), 60, "the operator to exit")
+    log = operator.log_text()
+    assert operator.popen.returncode == 2, log
+    assert "cannot take the Lease absent-lease-namespace/" in log
+    assert "403" in log
+    assert "Traceback" not in log

@@ -254,3 +254,25 @@ def test_publish_carries_device_results_and_compiled_model(cluster_run, tmp_path
     assert "<h2>On-device check</h2>" in page
     assert "verified on a device" in page
     assert "mac-mini-1" in page
+
+
+def test_missing_credentials_name_store_secret(tmp_path):
+    termination = tmp_path / "termination"
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({
+        "apiVersion": "modelconv.io/run/v1", "conversion": CONVERSION,
+        "store": "s3://releases/models", "stages": {"export": {"key": KEYS["export"]}}}))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    # No credentials anywhere, so the request fails before it is sent; port 9 is discard.
+    env.update(MODELCONV_TERMINATION_LOG=str(termination), AWS_EC2_METADATA_DISABLED="true",
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "absent"),
+               AWS_CONFIG_FILE=str(tmp_path / "absent"),
+               MODELCONV_S3_ENDPOINT="http://127.0.0.1:9")
+    process = subprocess.run([MODELCONV, "stage", "export", "--run", str(run_file)],
+                             capture_output=True, text=True, env=env, timeout=300)
+    summary = json.loads(termination.read_text())
+    assert process.returncode == 2, process.stderr
+    assert summary["reason"] == "AccessDenied"
+    assert "no usable AWS credentials" in summary["message"]
+    assert "--store-secret" in summary["message"]
+    assert "Traceback" not in process.stderr

@@ -47,16 +47,6 @@ app.kubernetes.io/component: operator
 {{- default .Release.Namespace .Values.runners.namespace -}}
 {{- end -}}
 
-{{/* Namespaces where the operator creates stage Jobs and the stage ServiceAccount lives:
-the watched namespaces, or the release namespace when all namespaces are watched. */}}
-{{- define "modelconv.stageNamespaces" -}}
-{{- if .Values.watch.namespaces -}}
-{{- toJson .Values.watch.namespaces -}}
-{{- else -}}
-{{- toJson (list .Release.Namespace) -}}
-{{- end -}}
-{{- end -}}
-
 {{/* An image reference from {repository, tag, digest}: the digest wins over the tag, and
 the tag defaults to the chart's appVersion. Call with (dict "image" ... "context" $). */}}
 {{- define "modelconv.imageReference" -}}

@@ -142,7 +142,7 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-pull-grace", type=float, default=120.0, metavar="SECONDS",
                        help="seconds a pod may fail to pull its image or to create its "
                             "container, and a stage Job may have no pod, before the stage "
-                            "fails (default: %(default)s)")
+                            "fails; at least 5 (default: %(default)s)")
 
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
@@ -205,8 +205,20 @@ def operator_config(args: argparse.Namespace):
     """Return the OperatorConfig for parsed `operator` options; raise ValueError if invalid."""
     from ..controller.config import DEFAULT_STAGE_IMAGE, OperatorConfig
 
-    if not args.retry_period < args.renew_deadline < args.lease_duration:
-        raise ValueError("expected --retry-period < --renew-deadline < --lease-duration")
+    for option, value, minimum in (
+        ("--backoff-limit", args.backoff_limit, 0),
+        ("--active-deadline", args.active_deadline, 1),
+        ("--train-deadline", args.train_deadline, 1),
+        ("--ttl-after-finished", args.ttl_after_finished, 0),
+        ("--recheck-interval", args.recheck_interval, 1),
+        ("--device-poll-interval", args.device_poll_interval, 1),
+        # The Job controller needs a moment to create a Job's pod.
+        ("--image-pull-grace", args.image_pull_grace, 5),
+    ):
+        if value < minimum:
+            raise ValueError(f"{option} {value}: expected at least {minimum}")
+    if not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
+        raise ValueError("expected 0 < --retry-period < --renew-deadline < --lease-duration")
     lease_namespace = args.lease_namespace or _default_lease_namespace()
     return OperatorConfig(
         stage_image=args.stage_image or DEFAULT_STAGE_IMAGE,

@@ -10,8 +10,9 @@ Failure reasons, in the order they are checked:
 - a container stuck pulling its image past the grace period -> ImagePullFailed;
 - a container that cannot be created past the same grace period (a missing Secret or
   ConfigMap, say) -> ContainerConfigFailed;
-- a Job that has had no pod for the same grace period since its creation (a missing
-  ServiceAccount, a ResourceQuota or an admission webhook rejects its pods) -> PodNotCreated;
+- a Job, not suspended, that has had no pod for the same grace period since its creation (a
+  missing ServiceAccount, a ResourceQuota or an admission webhook rejects its pods)
+  -> PodNotCreated;
 - the Job failed -> DeadlineExceeded when it ran out of time, else the stage's own reason
   from its termination message (a JSON line, docs/stage-contract.md), else
   RetriesExhausted (backoffLimit reached) or StageFailed.
@@ -61,6 +62,10 @@ def job_projection(body: Any) -> dict:
         "run": labels.get(LABEL_RUN),
         "stage": labels.get(LABEL_STAGE),
         "created": metadata.get("creationTimestamp"),
+        # A suspended Job (a queue such as Kueue admits it later) has no pods on purpose, and
+        # its startTime is set again when it resumes.
+        "suspended": bool(spec.get("suspend")),
+        "startTime": status.get("startTime"),
         "deleting": bool(metadata.get("deletionTimestamp")),
         "conditions": [
             {key: condition.get(key) for key in ("type", "status", "reason", "message")}
@@ -152,20 +157,21 @@ def job_outcome(job: dict, pods: list[dict], *, now: datetime.datetime,
     pull = _image_pull_failure(pods, now, image_pull_grace)
     if pull is not None:
         return dataclasses.replace(pull, attempts=attempts, stop=True)
-    if attempts == 0 and _age(job, now) >= image_pull_grace:
+    if attempts == 0 and not job.get("suspended") and _age(job, now) >= image_pull_grace:
         return JobOutcome(st.FAILED, st.REASON_POD_NOT_CREATED, (
-            f"Job {job['name']} has had no pod for {image_pull_grace:.0f} s; `kubectl describe "
-            f"job {job['name']} -n {job['namespace']}` shows why in its events (a missing "
-            "ServiceAccount, which the operator's --stage-service-account names, a "
-            "ResourceQuota or an admission webhook), then retry with the modelconv.io/retry "
-            "annotation"), stop=True)
+            f"Job {job['name']} has had no pod for {image_pull_grace:.0f} s; the Job "
+            "controller's events say why (`kubectl get events -n "
+            f"{job['namespace']} --field-selector involvedObject.name={job['name']}`): a "
+            "missing ServiceAccount, which the operator's --stage-service-account names, a "
+            "ResourceQuota or an admission webhook. Fix it, then retry with the "
+            "modelconv.io/retry annotation"), stop=True)
     return JobOutcome(st.RUNNING, attempts=attempts)
 
 
 def _age(job: dict, now: datetime.datetime) -> float:
-    """Return the seconds since the Job's creation, 0 when the projection has no time."""
-    created = parse_time(job.get("created"))
-    return 0.0 if created is None else (now - created).total_seconds()
+    """Return the seconds since the Job started (else since its creation), 0 without a time."""
+    started = parse_time(job.get("startTime") or job.get("created"))
+    return 0.0 if started is None else (now - started).total_seconds()
 
 
 def _out_of_memory(job: dict, pods: list[dict]) -> Optional[JobOutcome]:

@@ -23,7 +23,8 @@ from aiohttp import web
 
 from .config import OperatorConfig
 from .handlers import build_registry, operator_settings
-from .kube import KubeClient, login
+from ..errors import EXIT_BAD_INPUT
+from .kube import ApiError, KubeClient, login
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
 from .reconcile import Controller
@@ -92,6 +93,21 @@ async def serve_health(address: str, port: int) -> web.AppRunner:
     return runner
 
 
+def _lease_failure(config: OperatorConfig, error: Exception) -> int:
+    """Log why the leader election Lease could not be read or written; return the exit code."""
+    lease = f"{config.lease_namespace}/{config.lease_name}"
+    if isinstance(error, ApiError) and error.status in (403, 404):
+        hint = ("create the namespace or choose another with --lease-namespace"
+                if error.not_found else
+                "grant the operator's ServiceAccount the leader election rules "
+                "(docs/operator.md lists them; the chart creates them)")
+        log.error("cannot take the Lease %s: %s; %s", lease, error, hint)
+        return EXIT_BAD_INPUT
+    log.error("cannot take the Lease %s: %s; check --kubeconfig and that the API server is "
+              "reachable", lease, error)
+    return 1
+
+
 async def run_operator(config: OperatorConfig, options: ProcessOptions) -> int:
     """Run until stopped; return the process exit code."""
     kube = KubeClient(lambda: login(options.kubeconfig))
@@ -120,8 +136,11 @@ async def run_operator(config: OperatorConfig, options: ProcessOptions) -> int:
         retry_period=config.retry_period_seconds,
     )
     try:
-        if not await elector.acquire(stop):
-            return 0
+        try:
+            if not await elector.acquire(stop):
+                return 0
+        except (ApiError, OSError) as error:
+            return _lease_failure(config, error)
         controller = Controller(config, kube, ResultReader(), metrics, post_event)
         code = await _lead(controller, config, elector, stop, options)
         if code == 0:

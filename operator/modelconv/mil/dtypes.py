@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .errors import InvalidInput
+
 PROGRAM = "program"
 FP32 = "fp32"
 PRECISIONS = (PROGRAM, FP32)
@@ -67,7 +69,7 @@ def numpy_dtype(dtype: torch.dtype):
 
 def validate_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(
+        raise InvalidInput(
             f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}"
         )
     return precision

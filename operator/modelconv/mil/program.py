@@ -12,6 +12,7 @@ import contextlib
 import io
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,16 @@ def _read_spec(path: Path):
     if path.is_dir() and not (path / "Manifest.json").exists():
         raise ProgramLoadError(
             f"{path} is a folder without Manifest.json, so it is not an .mlpackage"
+        )
+    if path.is_file() and zipfile.is_zipfile(path):
+        raise ProgramLoadError(
+            f"{path} is a zip archive; unzip it and give the path of the .mlpackage inside "
+            "(a release's model.mlpackage.zip holds model.mlpackage)"
+        )
+    if path.is_file() and path.suffix != ".mlmodel":
+        raise ProgramLoadError(
+            f"{path} is neither an .mlpackage folder nor an .mlmodel file; give the path of "
+            "a saved Core ML package"
         )
     import coremltools as ct
 

@@ -287,6 +287,19 @@ def _result(context, mlmodel, rung, attempts, precision_note, samples_path) -> S
     return result
 
 
+def _describe_briefly(attempts: list[Attempt], wrong: list) -> str:
+    """Describe the failed rungs, with the first failed check of each wrong program only.
+
+    The attempts in the report keep up to five failed checks per rung.
+    """
+    first = {rung: summarize_violations(error.comparisons, limit=1) for rung, error in wrong}
+    return describe_attempts([
+        Attempt(item.path, False, f"converted program is wrong: {first[item.path]}",
+                item.operator) if item.path in first else item
+        for item in attempts
+    ])
+
+
 def _ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
     error = _classify_ladder_failure(attempts, wrong)
     error.details["attempts"] = [item.as_dict() for item in attempts]
@@ -295,7 +308,7 @@ def _ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
 
 
 def _classify_ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
-    tried = describe_attempts(attempts)
+    tried = _describe_briefly(attempts, wrong)
     if any(has_shape_mismatch(error.comparisons) for _, error in wrong):
         return ConversionError(
             CONVERSION_FAILED,

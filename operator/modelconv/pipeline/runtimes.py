@@ -67,11 +67,15 @@ def run_torch(module, inputs: list[dict[str, np.ndarray]], input_names, output_n
     return results
 
 
+def _tensors(count: int) -> str:
+    return "1 tensor" if count == 1 else f"{count} tensors"
+
+
 def _name_outputs(outputs: list, output_names: list[str]) -> dict[str, np.ndarray]:
     if len(outputs) != len(output_names):
         raise ConversionError(
             INVALID_SPEC,
-            f"outputs: the model returns {len(outputs)} tensors but the spec names"
+            f"outputs: the model returns {_tensors(len(outputs))} but the spec names"
             f" {len(output_names)} ({', '.join(output_names)}); list one name per returned tensor",
         )
     return {

@@ -313,10 +313,19 @@ def execute_stage(stage: str, run_file: Path, workdir: Path) -> tuple[StageResul
         if not error.permanent:
             raise
         result = StageResult(stage=stage, succeeded=False, reason=error.reason,
-                             message=error.message, metrics=dict(getattr(error, "metrics", None) or {}))
+                             message=job_message(error),
+                             metrics=dict(getattr(error, "metrics", None) or {}))
     result.started, result.finished = started, time.time()
     upload_result(store, result, keys[stage], workdir / "upload")
     return result, permanent
+
+
+def job_message(error: ConversionError) -> str:
+    """Return the error's message, with where a stage Job's store credentials come from."""
+    if error.reason != errors.ACCESS_DENIED:
+        return error.message
+    return (f"{error.message}. Stage Jobs get their store credentials from the Secret that "
+            "the operator's --store-secret names (chart value store.credentialsSecret)")
 
 
 def run_stage_job(stage: str, run_file: Path, *, workdir: Optional[Path] = None,
@@ -328,7 +337,7 @@ def run_stage_job(stage: str, run_file: Path, *, workdir: Optional[Path] = None,
         result, permanent = execute_stage(stage, run_file, root)
     except ConversionError as error:
         result = StageResult(stage=stage, succeeded=False, reason=error.reason,
-                             message=error.message, started=started, finished=time.time())
+                             message=job_message(error), started=started, finished=time.time())
         permanent = error.permanent
     except Exception as error:  # a bug or an infrastructure fault: let the Job retry
         if debug:
