@@ -120,6 +120,13 @@ def test_stage_account_flag_when_namespaced(rendered_sets):
     assert find(rendered_sets["default"], "ServiceAccount", name="modelconv-stage") == []
 
 
+def test_stage_account_annotations(render):
+    documents = render({"watch": {"namespaces": ["team-a"]}, "stages": {"serviceAccount": {
+        "name": "modelconv-stage", "annotations": {"iam.example.com/role": "publisher"}}}})
+    (account,) = find(documents, "ServiceAccount", name="modelconv-stage")
+    assert account["metadata"]["annotations"] == {"iam.example.com/role": "publisher"}
+
+
 def test_stage_service_account_mounts_no_token_and_has_no_rights(rendered_sets):
     from chart_rendering import bound_roles
 
