@@ -251,6 +251,22 @@ def wait_for_job(api: KubeAPI, namespace: str, stage: str, timeout: float = RUN_
     return found[0]
 
 
+def wait_for_no_job(api: KubeAPI, namespace: str, stage: str, what: str,
+                    timeout: float = 120) -> None:
+    """Wait until no Job of `stage` is left; `what` names it in the timeout message."""
+    wait_until(lambda: not [job for job in jobs_of(api, namespace) if stage_of(job) == stage],
+               timeout, what)
+
+
+def request_retry(api: KubeAPI, namespace: str, name: str, value: str = "1") -> None:
+    """Set the modelconv.io/retry annotation and wait until the operator starts that run."""
+    retries = (get(api, namespace, name).get("status") or {}).get("retries") or 0
+    api.merge_patch(conversions_path(namespace, name),
+                    {"metadata": {"annotations": {"modelconv.io/retry": value}}})
+    wait_until(lambda: get(api, namespace, name)["status"].get("retries") == retries + 1,
+               60, f"the operator to start the retry run of {name}")
+
+
 def release_finalizers(api: KubeAPI, namespace: str) -> None:
     """Remove Kopf's finalizer from conversions left behind, so the namespace can go."""
     for item in api.get(conversions_path(namespace))["items"]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 
+import pytest
+
 from modelconv.controller import observe
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
@@ -129,30 +131,21 @@ def test_oom_killed_names_memory_limit():
     assert result.stop is True
 
 
-def test_image_pull_failure_waits_for_the_grace_period():
-    waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image stage:404"}
+@pytest.mark.parametrize(("waiting", "reason"), [
+    ({"reason": "ImagePullBackOff", "message": "Back-off pulling image stage:404"},
+     "ImagePullFailed"),
+    ({"reason": "CreateContainerConfigError", "message": "secret ml/store-credentials not found"},
+     "ContainerConfigFailed"),
+])
+def test_waiting_container_fails_after_grace(waiting, reason):
     young = pod_body(created="2026-01-01T11:59:30Z", waiting=waiting)
     assert outcome(job_body(active=1), [young], grace=60).state == "Running"
 
     old = pod_body(created="2026-01-01T11:57:00Z", waiting=waiting)
     result = outcome(job_body(active=1), [old], grace=60)
     assert result.state == "Failed"
-    assert result.reason == "ImagePullFailed"
-    assert "stage:404" in result.message
-    assert result.stop is True
-
-
-def test_container_config_error_fails_after_the_grace_period():
-    waiting = {"reason": "CreateContainerConfigError",
-               "message": "secret ml/store-credentials not found"}
-    young = pod_body(created="2026-01-01T11:59:30Z", waiting=waiting)
-    assert outcome(job_body(active=1), [young], grace=60).state == "Running"
-
-    old = pod_body(created="2026-01-01T11:57:00Z", waiting=waiting)
-    result = outcome(job_body(active=1), [old], grace=60)
-    assert result.state == "Failed"
-    assert result.reason == "ContainerConfigFailed"
-    assert "secret ml/store-credentials not found" in result.message
+    assert result.reason == reason
+    assert waiting["message"] in result.message
     assert result.stop is True
 
 

@@ -11,12 +11,28 @@ from the API server that a kubelet would report.
 
 from __future__ import annotations
 
-import operator_harness as harness
-from operator_harness import apply, condition, conversion, jobs_of, stage_of, wait_for_condition
-from testenv.processes import wait_until
+from operator_harness import (
+    apply,
+    condition,
+    conversion,
+    request_retry,
+    wait_for_condition,
+    wait_for_no_job,
+)
 
 # Seconds a stage may fail to pull its image before the operator gives up on it here.
 IMAGE_PULL_GRACE = "5"
+
+
+def failed_at_export(kube_api, namespace: str, name: str, operator, reason: str) -> dict:
+    """Wait until the run fails; check that export failed with `reason` and return the body."""
+    failed = wait_for_condition(kube_api, namespace, name, "Ready", "False",
+                                operators=(operator,))
+    exported = condition(failed, "Exported")
+    assert exported["status"] == "False"
+    assert exported["reason"] == reason
+    assert condition(failed, "Ready")["reason"] == reason
+    return failed
 
 
 def test_stage_over_memory_limit_is_out_of_memory(kube_api, operators):
@@ -40,9 +56,7 @@ def test_stage_over_memory_limit_is_out_of_memory(kube_api, operators):
     assert condition(failed, "Exported")["reason"] == "Pending"
 
     # A retry with the same limit would fail the same way: the operator deletes the Job.
-    wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
-                            if stage_of(job) == "train"],
-               120, "the out-of-memory training Job to be deleted")
+    wait_for_no_job(kube_api, namespace, "train", "the out-of-memory training Job to be deleted")
 
 
 def test_unpullable_image_fails_after_grace_period(kube_api, operators):
@@ -51,20 +65,15 @@ def test_unpullable_image_fails_after_grace_period(kube_api, operators):
     image = "registry.invalid/modelconv-stage:1"
     apply(kube_api, namespace, conversion("unpullable", stages={"export": {"image": image}}))
 
-    failed = wait_for_condition(kube_api, namespace, "unpullable", "Ready", "False",
-                                operators=(operator,))
-    exported = condition(failed, "Exported")
-    assert exported["status"] == "False"
-    assert exported["reason"] == "ImagePullFailed"
-    assert "registry.invalid" in exported["message"]
-    assert f"for {IMAGE_PULL_GRACE} s" in exported["message"]
-    assert condition(failed, "Ready")["reason"] == "ImagePullFailed"
+    failed = failed_at_export(kube_api, namespace, "unpullable", operator, "ImagePullFailed")
+    message = condition(failed, "Exported")["message"]
+    assert "registry.invalid" in message
+    assert f"for {IMAGE_PULL_GRACE} s" in message
     assert failed["status"]["stage"] == "export"
 
     # The Job would wait for its image forever: the operator deletes it.
-    wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
-                            if stage_of(job) == "export"],
-               120, "the export Job that cannot pull its image to be deleted")
+    wait_for_no_job(kube_api, namespace, "export",
+                    "the export Job that cannot pull its image to be deleted")
 
 
 def test_missing_store_secret_fails_after_grace_period(kube_api, operators):
@@ -74,19 +83,14 @@ def test_missing_store_secret_fails_after_grace_period(kube_api, operators):
                                "--store-secret", "absent-credentials")
     apply(kube_api, namespace, conversion("nosecret"))
 
-    failed = wait_for_condition(kube_api, namespace, "nosecret", "Ready", "False",
-                                operators=(operator,))
-    exported = condition(failed, "Exported")
-    assert exported["status"] == "False"
-    assert exported["reason"] == "ContainerConfigFailed"
-    assert "absent-credentials" in exported["message"]
-    assert "--store-secret" in exported["message"]
-    assert condition(failed, "Ready")["reason"] == "ContainerConfigFailed"
+    failed = failed_at_export(kube_api, namespace, "nosecret", operator, "ContainerConfigFailed")
+    message = condition(failed, "Exported")["message"]
+    assert "absent-credentials" in message
+    assert "--store-secret" in message
 
     # The container would wait for the Secret forever: the operator deletes the Job.
-    wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
-                            if stage_of(job) == "export"],
-               120, "the export Job without its Secret to be deleted")
+    wait_for_no_job(kube_api, namespace, "export",
+                    "the export Job without its Secret to be deleted")
 
 
 def test_missing_stage_account_then_retry(kube_api, operators):
@@ -96,26 +100,17 @@ def test_missing_stage_account_then_retry(kube_api, operators):
     apply(kube_api, namespace, conversion("noaccount"))
 
     # The ServiceAccount admission plugin rejects every pod of the Job.
-    failed = wait_for_condition(kube_api, namespace, "noaccount", "Ready", "False",
-                                operators=(operator,))
-    exported = condition(failed, "Exported")
-    assert exported["status"] == "False"
-    assert exported["reason"] == "PodNotCreated"
-    assert f"for {IMAGE_PULL_GRACE} s" in exported["message"]
-    assert "--stage-service-account" in exported["message"]
-    assert condition(failed, "Ready")["reason"] == "PodNotCreated"
-    wait_until(lambda: not [job for job in jobs_of(kube_api, namespace)
-                            if stage_of(job) == "export"],
-               120, "the export Job without pods to be deleted")
+    failed = failed_at_export(kube_api, namespace, "noaccount", operator, "PodNotCreated")
+    message = condition(failed, "Exported")["message"]
+    assert f"for {IMAGE_PULL_GRACE} s" in message
+    assert "--stage-service-account" in message
+    wait_for_no_job(kube_api, namespace, "export", "the export Job without pods to be deleted")
 
     # With the ServiceAccount in place, a retry runs every stage as it.
     kube_api.post(f"/api/v1/namespaces/{namespace}/serviceaccounts", {
         "apiVersion": "v1", "kind": "ServiceAccount",
         "metadata": {"name": "conversion-stages"}, "automountServiceAccountToken": False})
-    kube_api.merge_patch(harness.conversions_path(namespace, "noaccount"),
-                         {"metadata": {"annotations": {"modelconv.io/retry": "1"}}})
-    wait_until(lambda: harness.get(kube_api, namespace, "noaccount")["status"].get("retries") == 1,
-               60, "the operator to start the retry run")
+    request_retry(kube_api, namespace, "noaccount")
     done = wait_for_condition(kube_api, namespace, "noaccount", "Ready", "True",
                               operators=(operator,))
     assert condition(done, "Published")["status"] == "True"

@@ -4,17 +4,15 @@ failed for a cause outside the spec runs again once the cause is gone, without a
 
 from __future__ import annotations
 
-import operator_harness as harness
 from operator_harness import (
     apply,
     condition,
     conversion,
-    get,
     jobs_of,
+    request_retry,
     stage_of,
     wait_for_condition,
 )
-from testenv.processes import wait_until
 
 
 def upload_exported_mlp(s3, bucket: str, key: str, folder) -> None:
@@ -40,11 +38,7 @@ def test_retry_annotation_reruns_a_failed_stage(kube_api, operators, s3_server, 
 
     # The source arrives after the run failed; the spec stays the same.
     upload_exported_mlp(s3_server.client(), operators.bucket, key, tmp_path)
-    kube_api.merge_patch(harness.conversions_path(namespace, "late"),
-                         {"metadata": {"annotations": {"modelconv.io/retry": "1"}}})
-
-    wait_until(lambda: (get(kube_api, namespace, "late")["status"].get("retries") == 1),
-               60, "the operator to start the retry run")
+    request_retry(kube_api, namespace, "late")
     done = wait_for_condition(kube_api, namespace, "late", "Ready", "True",
                               operators=(operator,))
     status = done["status"]

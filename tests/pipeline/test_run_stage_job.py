@@ -263,7 +263,7 @@ def test_missing_credentials_name_store_secret(tmp_path):
         "apiVersion": "modelconv.io/run/v1", "conversion": CONVERSION,
         "store": "s3://releases/models", "stages": {"export": {"key": KEYS["export"]}}}))
     env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    # No credentials anywhere, so the request fails before it is sent; port 9 is discard.
+    # No credentials anywhere, so the request fails before it is sent (port 9 is discard).
     env.update(MODELCONV_TERMINATION_LOG=str(termination), AWS_EC2_METADATA_DISABLED="true",
                AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "absent"),
                AWS_CONFIG_FILE=str(tmp_path / "absent"),

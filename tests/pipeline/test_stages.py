@@ -112,7 +112,7 @@ def test_traced_data_dependent_branch_is_caught_by_the_executor(tmp_path, execut
         run_convert(StageContext(spec, tmp_path))
     assert error.value.reason == "ToleranceExceeded"
     assert "jit.trace: converted program is wrong" in error.value.message
-    # The message names the first failed check of each rung; the attempts keep up to five.
+    # The message names the first failed check of each rung, and the attempts keep up to five.
     (traced,) = [item for item in error.value.details["attempts"] if item["path"] == "jit.trace"]
     assert traced["error"].count("sample ") > 1
     assert error.value.message.count("sample ") == 1

@@ -63,7 +63,8 @@ def job_projection(body: Any) -> dict:
         "stage": labels.get(LABEL_STAGE),
         "created": metadata.get("creationTimestamp"),
         # A suspended Job (a queue such as Kueue admits it later) has no pods on purpose, and
-        # its startTime is set again when it resumes.
+        # its startTime is set again when it resumes. NOTE: checked with hand-made Job
+        # bodies only, not with a queue controller.
         "suspended": bool(spec.get("suspend")),
         "startTime": status.get("startTime"),
         "deleting": bool(metadata.get("deletionTimestamp")),

@@ -293,11 +293,13 @@ def _describe_briefly(attempts: list[Attempt], wrong: list) -> str:
     The attempts in the report keep up to five failed checks per rung.
     """
     first = {rung: summarize_violations(error.comparisons, limit=1) for rung, error in wrong}
-    return describe_attempts([
-        Attempt(item.path, False, f"converted program is wrong: {first[item.path]}",
-                item.operator) if item.path in first else item
-        for item in attempts
-    ])
+    brief = []
+    for item in attempts:
+        if item.path in first:
+            item = Attempt(item.path, False, f"converted program is wrong: {first[item.path]}",
+                           item.operator)
+        brief.append(item)
+    return describe_attempts(brief)
 
 
 def _ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:

@@ -70,10 +70,10 @@ def _prepare_conv(ctx, inputs: dict) -> dict:
 
 
 def _specialize_conv(ctx, inputs: dict, shapes: dict):
-    """Return the convolution of an x of the declared shape with every choice made, or None.
+    """Return a function computing the convolution for x's declared shape, or None.
 
     Used when the weight and bias are constants and x's declared shape is static, so the
-    padding and the kernel are worked out once instead of on every call.
+    padding and the kernel are chosen once instead of on every call.
     """
     weight, bias = inputs.get("weight"), inputs.get("bias")
     if not isinstance(weight, torch.Tensor) or set(shapes) != {"x"}:
@@ -84,37 +84,25 @@ def _specialize_conv(ctx, inputs: dict, shapes: dict):
     rank = len(x_shape) - 2
     if rank not in _CONV or weight.dim() != rank + 2:
         return None
-    strides = inputs.get("strides") or [1] * rank
-    dilations = inputs.get("dilations") or [1] * rank
-    pad_type, pad = inputs.get("pad_type", "valid"), inputs.get("pad")
-    groups = inputs.get("groups", 1)
-    if rank == 2 and groups > 1:
-        prepacked = _prepacked_grouped_conv(
-            ctx, x_shape, weight, bias, strides, pad_type, pad, dilations, groups
-        )
-        if prepacked is not None:
-            return prepacked
-    return _conv_function(ctx, x_shape, weight, bias, strides, pad_type, pad, dilations, groups)
+    return _conv_function(
+        ctx, x_shape, weight, bias, inputs.get("strides") or [1] * rank,
+        inputs.get("pad_type", "valid"), inputs.get("pad"),
+        inputs.get("dilations") or [1] * rank, inputs.get("groups", 1), prepack=True,
+    )
 
 
-def _prepacked_grouped_conv(ctx, x_shape, weight, bias, strides, pad_type, pad, dilations,
-                            groups):
+def _prepacked_grouped_conv(x_shape, weight, bias, padding, strides, dilations, groups):
     """Return a grouped 2-d float32 convolution with its weight reordered once, or None.
 
     On mobilenet's depthwise layers, oneDNN's convolution op with a weight reordered once
     ahead took 10 to 30 percent less time than torch's convolution, with the same results bit
-    for bit (torch 2.13, x86-64). None when torch has no oneDNN, the padding is asymmetric or
-    the reorder fails.
+    for bit (torch 2.13, x86-64). None when torch has no oneDNN or the reorder fails.
+    NOTE: run only on x86-64 here; on other builds the op may be missing and the general
+    path runs.
     """
     if _ONEDNN_CONV is None or weight.dtype != torch.float32:
         return None
     if bias is not None and bias.dtype != torch.float32:
-        return None
-    padding, explicit = _conv_padding(
-        ctx, pad_type, pad, tuple(x_shape[2:]), tuple(weight.shape[2:]), tuple(strides),
-        tuple(dilations),
-    )
-    if explicit is not None:
         return None
     padding, strides, dilations = list(padding), list(strides), list(dilations)
     try:
@@ -169,8 +157,13 @@ def conv(ctx, x, weight, bias=None, strides=None, pad_type="valid", pad=None, di
     return function(x)
 
 
-def _conv_function(ctx, x_shape, weight, bias, strides, pad_type, pad, dilations, groups):
-    """Return a function of x computing the convolution for an x of shape `x_shape`."""
+def _conv_function(ctx, x_shape, weight, bias, strides, pad_type, pad, dilations, groups,
+                   prepack=False):
+    """Return a function of x computing the convolution for an x of shape `x_shape`.
+
+    With `prepack`, a grouped 2-d convolution gets its weight reordered for oneDNN, which
+    pays off only for a function that runs many times.
+    """
     rank = len(x_shape) - 2
     padding, explicit = _conv_padding(
         ctx, pad_type, pad, tuple(x_shape[2:]), tuple(weight.shape[2:]), tuple(strides),
@@ -182,6 +175,12 @@ def _conv_function(ctx, x_shape, weight, bias, strides, pad_type, pad, dilations
     ):
         matrix = weight.reshape(weight.shape[:2]).t()
         return lambda x: _pointwise(x, matrix, bias)
+    if prepack and rank == 2 and groups > 1 and explicit is None:
+        prepacked = _prepacked_grouped_conv(
+            x_shape, weight, bias, padding, strides, dilations, groups
+        )
+        if prepacked is not None:
+            return prepacked
     function = _CONV[rank]
     strides, dilations = list(strides), list(dilations)
     if rank != 2:
