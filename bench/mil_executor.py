@@ -101,7 +101,7 @@ def to_onnx(model, inputs: dict, folder: Path) -> Path:
 
 
 def time_alternating(functions, runs: int, warmup: int = 3) -> list[float]:
-    """Median seconds per call of each callable, called in alternating blocks."""
+    """Return the median seconds per call of each callable, called in alternating blocks."""
     for _ in range(warmup):
         for function in functions:
             function()
