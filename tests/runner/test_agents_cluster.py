@@ -278,6 +278,17 @@ def _lease_exists(leases: LeaseApi, name: str) -> bool:
     return True
 
 
+def test_runners_command_names_empty_pool(pool):
+    argv = [sys.executable, "-c", AGENT_ENTRY, "runners", "--kubeconfig",
+            str(pool.admin_kubeconfig), "-n", "default"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "no runners in namespace default" in result.stderr
+    assert "--pool-namespace" in result.stderr
+    assert "pass it with -n" in result.stderr
+
+
 def test_agent_in_missing_namespace_exits_with_message(pool, tmp_path):
     argv = [sys.executable, "-c", AGENT_ENTRY, "agent", "--kubeconfig",
             str(pool.admin_kubeconfig), "--namespace", "no-such-pool", "--name", "lost",

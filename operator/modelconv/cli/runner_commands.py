@@ -223,5 +223,7 @@ def list_runners(args: argparse.Namespace) -> int:
     elif rows:
         print(render_table(rows))
     else:
-        print(f"no runners in namespace {args.namespace}", file=sys.stderr)
+        print(f"no runners in namespace {args.namespace}. The pool namespace is the operator's "
+              "--pool-namespace (chart value runners.namespace, default the release "
+              "namespace); pass it with -n.", file=sys.stderr)
     return EXIT_OK
