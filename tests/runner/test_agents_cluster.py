@@ -286,7 +286,7 @@ def test_runners_command_names_empty_pool(pool):
     assert result.stdout == ""
     assert "no runners in namespace default" in result.stderr
     assert "--pool-namespace" in result.stderr
-    assert "pass it with -n" in result.stderr
+    assert "Pass it with -n" in result.stderr
 
 
 def test_agent_in_missing_namespace_exits_with_message(pool, tmp_path):

@@ -225,5 +225,5 @@ def list_runners(args: argparse.Namespace) -> int:
     else:
         print(f"no runners in namespace {args.namespace}. The pool namespace is the operator's "
               "--pool-namespace (chart value runners.namespace, default the release "
-              "namespace); pass it with -n.", file=sys.stderr)
+              "namespace). Pass it with -n.", file=sys.stderr)
     return EXIT_OK
