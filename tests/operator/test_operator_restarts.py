@@ -8,7 +8,6 @@ leader dies or steps down.
 
 from __future__ import annotations
 
-import operator_harness as harness
 from operator_harness import apply, conversion, jobs_of, stage_of, wait_for_condition, wait_for_job
 from testenv.api import ApiError, KubeAPI
 from testenv.processes import wait_until
