@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema
 
 from .controller.status import ConversionStatus
-from .spec import API_GROUP, KIND, ConversionSpec
+from .spec import API_GROUP, KIND, RESERVED_VERSIONS, ConversionSpec
 
 PLURAL = "modelconversions"
 SINGULAR = "modelconversion"
@@ -96,10 +96,16 @@ CEL_RULES = {
         "self.max > self.min",
         "max must be greater than min",
     )],
-    "spec.publish.version": [_rule(
-        "!self.contains('..')",
-        "must not contain '..'",
-    )],
+    "spec.publish.version": [
+        _rule("!self.contains('..')", "must not contain '..'"),
+        _rule(
+            "!(self.lowerAscii() in [" + ", ".join(
+                f"'{name}'" for name in sorted(RESERVED_VERSIONS)
+            ) + "])",
+            f"must not be {' or '.join(sorted(RESERVED_VERSIONS))}, names the store keeps "
+            "next to the versions",
+        ),
+    ],
 }
 
 # Columns of `kubectl get modelconversions`.

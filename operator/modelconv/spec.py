@@ -31,6 +31,9 @@ RANGE_PATTERN = r"^[0-9]+\.\.[0-9]+$"
 MODEL_NAME_PATTERN = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
 VERSION_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._+-]{0,62}[A-Za-z0-9])?$"
 CHANNEL_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+# Names the release store uses next to a model's version folders (the index and the channels
+# folder, see modelconv.release). Compared without case, because macOS folders ignore it.
+RESERVED_VERSIONS = frozenset({"index.json", "channels"})
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # Local path, file:// or s3://bucket/key.
 URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+|file://.+|[^:]+)$"
@@ -424,9 +427,14 @@ class PublishSettings(SpecModel):
 
     @field_validator("version")
     @classmethod
-    def _no_dot_segments(cls, version: str) -> str:
+    def _safe_version(cls, version: str) -> str:
         if ".." in version:
             raise ValueError("must not contain '..'")
+        if version.lower() in RESERVED_VERSIONS:
+            raise ValueError(
+                f"{version!r} is the name of a file or folder the store keeps next to the "
+                "versions. Choose another version."
+            )
         return version
 
 

@@ -24,7 +24,8 @@ from modelconv.release import (
     read_manifest,
     verify_release,
 )
-from modelconv.spec import parse_conversion
+from modelconv.release.catalog import CHANNELS_FOLDER, INDEX_FILE
+from modelconv.spec import RESERVED_VERSIONS, parse_conversion
 from modelconv.store import open_store
 from modelconv.store.folder import FolderStore
 from modelconv.store.s3 import S3Store
@@ -591,7 +592,12 @@ def test_concurrent_publishes_of_one_version_have_one_winner(store, tmp_path: Pa
 # --- names ------------------------------------------------------------------------------
 
 BAD_MODELS = ["..", "../escape", "a/b", "", "UPPER", "x" * 200, "-lead", "a\\b"]
-BAD_VERSIONS = ["..", "1/../../x", "1/2", "", "1..2", "v" * 200, ".hidden"]
+BAD_VERSIONS = ["..", "1/../../x", "1/2", "", "1..2", "v" * 200, ".hidden", "channels",
+                "index.json", "Index.JSON"]
+
+
+def test_reserved_versions_are_the_store_entries_of_a_model() -> None:
+    assert RESERVED_VERSIONS == {INDEX_FILE, CHANNELS_FOLDER}
 
 
 def conversion_document(model: str, version: str) -> dict:
