@@ -210,6 +210,20 @@ def test_workdir_with_other_files_is_refused(conversion_file, tmp_path):
     assert not (tmp_path / "releases").exists()
 
 
+@pytest.mark.parametrize("layout", ["same", "workdir inside", "store inside"])
+def test_workdir_overlapping_store_is_refused(conversion_file, tmp_path, layout):
+    store, workdir = {
+        "same": (tmp_path / "shared", tmp_path / "shared"),
+        "workdir inside": (tmp_path / "releases", tmp_path / "releases" / "work"),
+        "store inside": (tmp_path / "work" / "releases", tmp_path / "work"),
+    }[layout]
+    process = run_cli("run", conversion_file(), "--store", store, "--workdir", workdir)
+    assert process.returncode == 2
+    assert "overlap: a run deletes and rewrites folders" in process.stderr
+    assert not store.exists()
+    assert not workdir.exists()
+
+
 def test_invalid_spec_prints_one_line_with_the_field(conversion_file, tmp_path):
     spec = conversion_file(inputs=[{"name": "x", "shape": [2, "9..3"]}])
     process = run_cli("run", spec, "--store", tmp_path / "releases")

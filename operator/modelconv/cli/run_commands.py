@@ -150,6 +150,10 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         check_run_options(args)
         conversion = load_conversion(args.file)
+        if args.workdir is not None:
+            from ..pipeline.run import check_workdir_apart, resolve_store
+
+            check_workdir_apart(args.workdir, resolve_store(conversion, args.store))
     except ConversionError as error:
         return _report_early_failure(args, error)
 

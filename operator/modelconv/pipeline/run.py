@@ -231,6 +231,25 @@ def check_workdir(path: Path) -> None:
     )
 
 
+def check_workdir_apart(workdir: Path, store_url: str) -> None:
+    """Raise InvalidArgument when the work directory and a folder store contain each other.
+
+    A run deletes and rewrites its stage folders in the work directory, so a release there
+    could be deleted, and a work directory inside the store puts stray folders among the
+    models.
+    """
+    if store_url.startswith("s3://"):
+        return
+    store = Path(store_url.removeprefix("file://")).resolve()
+    work = Path(workdir).resolve()
+    if work == store or store in work.parents or work in store.parents:
+        raise ConversionError(
+            errors.INVALID_ARGUMENT,
+            f"--workdir {workdir} and the store {store_url} overlap: a run deletes and rewrites"
+            " folders in its work directory, so give two separate folders",
+        )
+
+
 def _guarded(outcome: RunOutcome, stage: str, call) -> Optional[StageResult]:
     """Return `call()`; an unclassified exception becomes a failed InternalError result."""
     started = time.time()
