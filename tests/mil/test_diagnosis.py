@@ -7,6 +7,7 @@ import pytest
 from mil_testing import build_program, mb, save_program, types
 
 from modelconv.mil import (
+    InvalidInput,
     check_against_reference,
     diagnose_precision,
     execute,
@@ -51,7 +52,7 @@ def test_errors_below_the_threshold_are_not_reported(cancelling_program):
 
 
 def test_threshold_must_be_positive(cancelling_program):
-    with pytest.raises(ValueError, match="threshold must be a positive number"):
+    with pytest.raises(InvalidInput, match="threshold must be a positive number"):
         diagnose_precision(cancelling_program, {"x": X}, threshold=0)
 
 
@@ -67,8 +68,13 @@ def test_fp16_mismatch_traced_to_losing_op(cancelling_program):
 
 
 def test_reference_must_name_existing_outputs(cancelling_program):
-    with pytest.raises(ValueError, match="no program output named 'z'"):
+    with pytest.raises(InvalidInput, match="no program output named 'z'"):
         check_against_reference(cancelling_program, {"x": X}, {"z": X})
+
+
+def test_empty_reference_is_rejected(cancelling_program):
+    with pytest.raises(InvalidInput, match="no reference outputs to compare with"):
+        check_against_reference(cancelling_program, {"x": X}, {})
 
 
 def test_first_nan_op_skips_nan_inputs(tmp_path):

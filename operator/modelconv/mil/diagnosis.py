@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import dtypes
+from .errors import InvalidInput
 from .executor import LoadedProgram, execute, iterate_ops
 from .program import ConstRef, OpNode, VarRef
 
@@ -74,7 +75,7 @@ def diagnose_precision(
 ) -> PrecisionDiagnosis:
     """Run `program` at fp32 and at program precision and locate where they diverge."""
     if not threshold > 0:
-        raise ValueError(f"threshold must be a positive number, got {threshold!r}")
+        raise InvalidInput(f"threshold must be a positive number, got {threshold!r}")
     reference = execute(program, inputs, precision=dtypes.FP32, intermediates=True)
     candidate = execute(program, inputs, precision=dtypes.PROGRAM, intermediates=True)
 
@@ -203,11 +204,13 @@ def check_against_reference(
     |actual - expected| <= atol + rtol * |expected|. A NaN matches a NaN and an infinity the
     same infinity.
     """
+    outputs = ", ".join(map(repr, program.output_names))
+    if not expected:
+        raise InvalidInput(f"no reference outputs to compare with; pass one or more of {outputs}")
     missing = sorted(set(expected) - set(program.output_names))
     if missing:
-        raise ValueError(
-            f"no program output named {', '.join(map(repr, missing))}; "
-            f"the outputs are {', '.join(map(repr, program.output_names))}"
+        raise InvalidInput(
+            f"no program output named {', '.join(map(repr, missing))}. The outputs are {outputs}."
         )
     actual = execute(program, inputs, precision=precision)
     mismatches = []
