@@ -206,7 +206,7 @@ def check_against_reference(
     """
     outputs = ", ".join(map(repr, program.output_names))
     if not expected:
-        raise InvalidInput(f"no reference outputs to compare with; pass one or more of {outputs}")
+        raise InvalidInput(f"no reference outputs to compare with. Pass one or more of {outputs}.")
     missing = sorted(set(expected) - set(program.output_names))
     if missing:
         raise InvalidInput(
