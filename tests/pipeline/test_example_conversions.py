@@ -52,4 +52,4 @@ def test_silero_onnx_if_node_is_unsupported_operator(tmp_path, monkeypatch):
     run = PipelineRun(example_spec("silero-vad-onnx.yaml"), tmp_path / "run")
     assert run.failed_stage == "convert"
     assert run.error.reason == "UnsupportedOperator"
-    assert "operation_type='If'" in run.error.message
+    assert "cannot convert the operator If (opset 16)" in run.error.message

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 import conversion_zoo
 from modelconv.errors import ConversionError, InvalidSpec
-from modelconv.pipeline.sources import load_source
+from modelconv.pipeline.sources import _unconverted_operator, load_source
 
 INPUTS = [{"name": "x", "shape": [2, 8]}]
 
@@ -298,3 +298,14 @@ def test_onnx_inputs_must_follow_the_graph_order(files, tmp_path):
         build_samples(spec, load_source(spec, tmp_path), tmp_path)
     assert error.value.reason == "InvalidSpec"
     assert "['x']" in error.value.message
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Converter is not implemented (OperationDescription(domain='', operation_type='If', "
+     "version=16))", "the operator If (opset 16)"),
+    ("Converter is not implemented (OperationDescription(domain='com.microsoft', "
+     "operation_type='Gelu', version=1))", "the operator com.microsoft.Gelu (opset 1)"),
+    ("something else\nsecond line", "an operator (something else)"),
+])
+def test_unconverted_onnx_operator_is_named(text, expected):
+    assert _unconverted_operator(NotImplementedError(text)) == expected

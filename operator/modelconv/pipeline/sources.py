@@ -22,6 +22,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -393,14 +394,28 @@ def onnx_to_torch(path: Path, output_order: tuple[str, ...] = ()):
     try:
         module = onnx2torch.convert(model)
     except NotImplementedError as error:
-        # onnx2torch names the node: "Converter is not implemented (OperationDescription(
-        # domain='', operation_type='X', version=N))".
         raise ConversionError(
             UNSUPPORTED_OPERATOR,
-            f"onnx2torch cannot convert this ONNX model: {_first_line(error)}; export the"
-            " model from PyTorch instead (factory, torchscript or exportedProgram source)",
+            f"onnx2torch cannot convert {_unconverted_operator(error)} of this ONNX model."
+            " Export the model from PyTorch instead (factory, torchscript or exportedProgram"
+            " source)",
         ) from None
     return module.eval()
+
+
+# onnx2torch describes the node it has no converter for as "Converter is not implemented
+# (OperationDescription(domain='', operation_type='If', version=16))".
+_OPERATION = re.compile(r"domain='([^']*)', operation_type='([^']*)', version=(\d+)")
+
+
+def _unconverted_operator(error: NotImplementedError) -> str:
+    """Return "the operator If (opset 16)" from onnx2torch's error, else its first line."""
+    match = _OPERATION.search(str(error))
+    if match is None:
+        return f"an operator ({_first_line(error)})"
+    domain, operator, version = match.groups()
+    qualified = f"{domain}.{operator}" if domain else operator
+    return f"the operator {qualified} (opset {version})"
 
 
 def _reorder_graph_outputs(model, output_order: tuple[str, ...]) -> None:
