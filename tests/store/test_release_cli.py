@@ -153,6 +153,14 @@ def test_invalid_locations_and_names_exit_2(tmp_path: Path, capsys, argv) -> Non
     assert "Traceback" not in err
 
 
+def test_verify_of_the_manifest_file_names_the_folder(location: str, capsys) -> None:
+    code, _, err = run_cli(capsys, "verify", f"{location}/mobilenet/1.0.0/manifest.json")
+
+    assert code == EXIT_BAD_INPUT
+    assert "is the manifest file" in err
+    assert f"Give the release folder, '{location}/mobilenet/1.0.0'" in err
+
+
 def test_releases_of_an_unknown_model_fails(tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(capsys, "releases", f"{tmp_path}/nothing")
 

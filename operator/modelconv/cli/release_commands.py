@@ -149,6 +149,11 @@ def split_location(location: str, names: tuple[str, ...]):
     """
     from ..store import open_store
 
+    if names[-1] == "version" and location.rstrip("/").endswith("/manifest.json"):
+        folder = location.rstrip("/").removesuffix("/manifest.json")
+        raise InvalidSpec(
+            "", f"{location!r} is the manifest file. Give the release folder, {folder!r}"
+        )
     parts = location.rstrip("/").rsplit("/", len(names))
     store_url, segments = parts[0], tuple(parts[1:])
     bucket = store_url.removeprefix("s3://") if store_url.startswith("s3://") else "-"
