@@ -86,6 +86,8 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(
         alias_generator=to_camel,
+        # The JSON Schema's titles: "Minimum deployment target", not "Minimumdeploymenttarget".
+        field_title_generator=lambda name, info: name.replace("_", " ").capitalize(),
         populate_by_name=True,
         extra="forbid",
         frozen=True,
