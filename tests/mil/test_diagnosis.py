@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from mil_testing import build_program, mb, save_program, types
@@ -91,3 +94,13 @@ def test_first_nan_op_skips_nan_inputs(tmp_path):
     assert origin.nan_count == 3
     assert first_nan_op(program, {"x": np.ones(3, np.float32)}, precision="fp32").name == "ratio"
     assert np.isnan(execute(program, {"x": np.ones(3, np.float32)})["shifted"]).all()
+
+
+def test_loading_prints_nothing_in_a_new_process(cancelling_program):
+    code = ("import sys; from modelconv.mil import load_program; "
+            "load_program(sys.argv[1])")
+    result = subprocess.run([sys.executable, "-c", code, cancelling_program.path],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert result.stderr == ""

@@ -151,8 +151,10 @@ def _read_spec(path: Path):
             f"{path} is neither an .mlpackage folder nor an .mlmodel file; give the path of "
             "a saved Core ML package"
         )
-    import coremltools as ct
-
+    with _quiet_coremltools():
+        # Importing coremltools on Linux logs warnings about its missing native runtime and
+        # untested library versions, which do not affect reading a program.
+        import coremltools as ct
     try:
         with _quiet_coremltools():
             model = ct.models.MLModel(str(path), skip_model_load=True)
