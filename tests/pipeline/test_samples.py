@@ -90,6 +90,21 @@ def test_image_inputs_get_pixels_and_the_preprocessed_tensor():
     assert sample.coreml_inputs()["image"] is pixels
 
 
+@pytest.mark.parametrize(("layout", "channels", "bias", "expected"), [
+    ("RGB", 3, [1.0, 2.0], "2 values, but the RGB layout has 3 channels: give one bias for"
+                           " all channels or 3, one per channel"),
+    ("G", 1, [1.0, 2.0], "2 values, but the G layout has 1 channel: give one bias"),
+])
+def test_image_bias_of_the_wrong_length_is_explained(layout, channels, bias, expected):
+    inputs = [{
+        "name": "image", "shape": [1, channels, 4, 4],
+        "image": {"colorLayout": layout, "bias": bias},
+    }]
+    with pytest.raises(InvalidSpec) as error:
+        random_samples(spec_with(inputs, count=1))
+    assert expected in error.value.message
+
+
 def test_samples_round_trip_through_safetensors(tmp_path):
     samples = [
         Sample(inputs={"x": np.ones((2, 3), np.float32)}, outputs={"y": np.zeros(4, np.float16)}),

@@ -136,7 +136,9 @@ def channel_bias(item: TensorInput) -> list[float]:
     if len(bias) != channels:
         raise InvalidSpec(
             f"inputs.{item.name}.image.bias",
-            f"give one bias or {channels} (one per channel of a {item.image.color_layout} image)",
+            f"{len(bias)} values, but the {item.image.color_layout} layout has {channels}"
+            f" channel{'s' if channels > 1 else ''}: give one bias"
+            + (f" for all channels or {channels}, one per channel" if channels > 1 else ""),
         )
     return bias
 

@@ -531,7 +531,8 @@ def load_weights_strictly(module, state: dict, field: str) -> None:
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     reshaped = sorted(
-        f"{name} {tuple(state[name].shape)} vs {tuple(expected[name].shape)}"
+        f"{name} {tuple(state[name].shape)} in the file, {tuple(expected[name].shape)} in"
+        " the model"
         for name in set(expected) & set(state)
         if tuple(state[name].shape) != tuple(expected[name].shape)
     )
