@@ -210,6 +210,17 @@ def test_workdir_with_other_files_is_refused(conversion_file, tmp_path):
     assert not (tmp_path / "releases").exists()
 
 
+@pytest.mark.parametrize("option", ["--store", "--workdir"])
+def test_path_under_a_file_is_an_invalid_argument(conversion_file, tmp_path, option):
+    (tmp_path / "notes.txt").write_text("a file")
+    other = "--workdir" if option == "--store" else "--store"
+    process = run_cli("run", conversion_file(), option, tmp_path / "notes.txt" / "sub",
+                      other, tmp_path / "other")
+    assert process.returncode == 2
+    assert "InvalidArgument" in process.stderr
+    assert "notes.txt is a file, so no folder can be made under it" in process.stderr
+
+
 @pytest.mark.parametrize("layout", ["same", "workdir inside", "store inside"])
 def test_workdir_overlapping_store_is_refused(conversion_file, tmp_path, layout):
     store, workdir = {

@@ -221,6 +221,13 @@ def check_run_options(args: argparse.Namespace) -> None:
             raise ConversionError(
                 INVALID_ARGUMENT, f"{option} {path} is a file, not a folder; give a folder"
             )
+        parent = _first_existing_parent(path) if path is not None else None
+        if parent is not None and not parent.is_dir():
+            raise ConversionError(
+                INVALID_ARGUMENT,
+                f"{option} {path}: {parent} is a file, so no folder can be made under it;"
+                " give a path under a folder",
+            )
     if args.junit is not None and args.junit.is_dir():
         raise ConversionError(
             INVALID_ARGUMENT, f"--junit {args.junit} is a folder; give a file name such as"
@@ -237,11 +244,19 @@ def check_run_options(args: argparse.Namespace) -> None:
         _check_folder_can_be_written("--workdir", args.workdir, args.workdir)
 
 
+def _first_existing_parent(path: Path) -> Path:
+    """Return the nearest parent of `path` that exists (the file system root at worst)."""
+    existing = Path(path).absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def _check_folder_can_be_written(option: str, path: Path, folder: Path) -> None:
     """Reject `path` unless `folder` is a writable folder or can be created as one."""
     existing = Path(folder).absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    if not existing.exists():
+        existing = _first_existing_parent(existing)
     if not existing.is_dir():
         raise ConversionError(
             INVALID_ARGUMENT,
