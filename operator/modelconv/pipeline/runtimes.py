@@ -56,15 +56,20 @@ def run_torch(module, inputs: list[dict[str, np.ndarray]], input_names, output_n
             except ConversionError:
                 raise
             except Exception as error:  # the model's own code rejected the inputs
-                shapes = {name: tuple(sample[name].shape) for name in input_names}
-                raise ConversionError(
-                    INVALID_SPEC,
-                    f"the source model failed on validation inputs {shapes}:"
-                    f" {type(error).__name__}: {str(error).strip()[:300]}; check inputs[].shape,"
-                    " dtype and values in the spec",
-                ) from None
+                raise rejected_inputs_error(sample, input_names, error) from None
             results.append(_name_outputs(outputs, output_names))
     return results
+
+
+def rejected_inputs_error(sample: dict[str, np.ndarray], input_names, error) -> ConversionError:
+    """Return the InvalidSpec error for a source model that failed on a validation sample."""
+    shapes = {name: tuple(sample[name].shape) for name in input_names}
+    return ConversionError(
+        INVALID_SPEC,
+        f"the source model failed on validation inputs {shapes}:"
+        f" {type(error).__name__}: {str(error).strip()[:300]}; check inputs[].shape,"
+        " dtype and values in the spec",
+    )
 
 
 def _tensors(count: int) -> str:
@@ -94,8 +99,15 @@ def onnx_session(path: Path):
     )
 
 
-def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]], input_names, output_names) -> list:
-    """Run an ONNX file with ONNX Runtime; outputs are taken by name, in spec order."""
+def run_onnx(
+    path: Path, inputs: list[dict[str, np.ndarray]], input_names, output_names, *,
+    source_model: bool = False,
+) -> list:
+    """Run an ONNX file with ONNX Runtime; outputs are taken by name, in spec order.
+
+    With `source_model` (the file is the spec's ONNX source), a sample that ONNX Runtime
+    rejects is an InvalidSpec, as it is for a PyTorch source in `run_torch`.
+    """
     session = onnx_session(path)
     graph_inputs = [item.name for item in session.get_inputs()]
     spec_inputs = list(input_names)
@@ -117,7 +129,12 @@ def run_onnx(path: Path, inputs: list[dict[str, np.ndarray]], input_names, outpu
         )
     results = []
     for sample in inputs:
-        outputs = session.run(spec_outputs, {name: sample[name] for name in graph_inputs})
+        try:
+            outputs = session.run(spec_outputs, {name: sample[name] for name in graph_inputs})
+        except Exception as error:  # onnxruntime's errors derive from Exception only
+            if not source_model:
+                raise
+            raise rejected_inputs_error(sample, graph_inputs, error) from None
         results.append(_name_outputs(list(outputs), spec_outputs))
     return results
 

@@ -71,7 +71,9 @@ def build_samples(spec: ConversionSpec, source: LoadedSource, workdir: Path) -> 
     output_names = [output.name for output in spec.outputs]
     inputs = [sample.inputs for sample in samples]
     if source.onnx_path is not None:
-        outputs = runtimes.run_onnx(source.onnx_path, inputs, input_names, output_names)
+        outputs = runtimes.run_onnx(
+            source.onnx_path, inputs, input_names, output_names, source_model=True
+        )
     else:
         outputs = runtimes.run_torch(source.torch_module(), inputs, input_names, output_names)
     for sample, reference in zip(samples, outputs):

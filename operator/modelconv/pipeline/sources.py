@@ -39,6 +39,7 @@ from ..errors import (
     InvalidSpec,
 )
 from ..spec import ConversionSpec, FactorySource, FileSource
+from .onnx_signature import check_onnx_inputs, check_onnx_outputs
 
 # Protocol 2 and later pickles start with the PROTO opcode followed by the protocol number.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
@@ -95,6 +96,7 @@ def load_source(spec: ConversionSpec, workdir: Path) -> LoadedSource:
     if kind == "torchscript":
         return LoadedSource(kind, digest, module=load_torchscript(path, field))
     model = check_onnx_file(path, field)
+    check_onnx_inputs(model, spec.inputs)
     output_names = [output.name for output in spec.outputs]
     check_onnx_outputs(model, output_names)
     return LoadedSource(kind, digest, onnx_path=path, onnx_outputs=tuple(output_names))
@@ -357,27 +359,6 @@ def check_onnx_file(path: Path, field: str):
             INVALID_MODEL, f"{field}: {path.name} fails onnx.checker: {_first_line(error)}"
         ) from None
     return model
-
-
-def check_onnx_outputs(model, output_names: list[str]) -> None:
-    """Check that the spec names every output of the ONNX graph, in any order, and no other.
-
-    Outputs are matched by name everywhere, so a misspelt or missing name is an InvalidSpec
-    here rather than an output published under the wrong name.
-    """
-    graph_outputs = [output.name for output in model.graph.output]
-    unknown = [name for name in output_names if name not in graph_outputs]
-    missing = [name for name in graph_outputs if name not in output_names]
-    if unknown or missing:
-        if unknown:
-            problem = f"the ONNX graph has no output named {', '.join(unknown)}"
-        else:
-            problem = f"the spec does not list the ONNX graph's output {', '.join(missing)}"
-        raise InvalidSpec(
-            "outputs",
-            f"{problem}. The graph's outputs are {graph_outputs}: list each one once, by"
-            " name, in any order",
-        )
 
 
 def onnx_to_torch(path: Path, output_order: tuple[str, ...] = ()):
