@@ -505,6 +505,19 @@ class ConversionSpec(SpecModel):
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
                 raise ValueError(f"{label} names must be unique (repeated: {', '.join(duplicates)})")
+
+        # An ONNX graph defines each value name once, so ONNX Runtime rejects an output named
+        # like an input ("Duplicate definition of name").
+        input_names = {item.name for item in self.inputs}
+        for index, output in enumerate(self.outputs):
+            if output.name in input_names:
+                renamed = f"{output.name}_out"
+                fits = re.fullmatch(FEATURE_NAME_PATTERN, renamed)
+                example = f", e.g. to {renamed}" if fits else ""
+                raise ValueError(
+                    f"outputs[{index}].name {output.name!r} is also the name of an input; names"
+                    f" of inputs and outputs must all be distinct, so rename the output{example}"
+                )
         return self
 
 

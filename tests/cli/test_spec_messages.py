@@ -114,3 +114,14 @@ def test_nested_factory_kwarg_asks_for_a_scalar(tmp_path):
     assert message.startswith("spec.source.factory.kwargs.width: ")
     assert message.endswith("is invalid: use a string, number or boolean")
     assert ".str" not in message
+
+
+def test_output_named_like_input_is_rejected(tmp_path):
+    document = tiny_document(outputs=[{"name": "x"}])
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message == (
+        "spec: outputs[0].name 'x' is also the name of an input; names of inputs and outputs"
+        " must all be distinct, so rename the output, e.g. to x_out"
+    )
