@@ -283,6 +283,59 @@ def test_unimportable_factory_is_invalid_spec(tmp_path):
     assert "no_such_factory" in missing_function.value.message
 
 
+def factory_error(tmp_path, monkeypatch, module_name: str, code: str) -> InvalidSpec:
+    """Write `code` as module `module_name` on sys.path; return the error of loading it."""
+    (tmp_path / f"{module_name}.py").write_text(code, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(InvalidSpec) as error:
+        load(tmp_path, {"factory": {"entrypoint": f"{module_name}:build"}})
+    return error.value
+
+
+def test_factory_syntax_error_names_file_and_line(tmp_path, monkeypatch):
+    error = factory_error(tmp_path, monkeypatch, "factory_with_syntax_error", "x = = 1\n")
+
+    assert error.exit_code == 2
+    assert error.message.startswith(
+        "source.factory.entrypoint: cannot import 'factory_with_syntax_error': SyntaxError in"
+    )
+    assert f"{tmp_path / 'factory_with_syntax_error.py'}, line 1" in error.message
+
+
+@pytest.mark.parametrize(
+    "module_name, code, expected",
+    [
+        ("factory_with_name_error", "x = 1\nundefined_name\n", "NameError: name 'undefined_name'"),
+        ("factory_with_runtime_error", "raise RuntimeError('no GPU')\n", "RuntimeError: no GPU"),
+        ("factory_with_bad_import", "from math import no_such_name\n", "ImportError: cannot import"),
+        (
+            "factory_with_attribute_error", "import math\nmath.no_such_function()\n",
+            "AttributeError: module 'math' has no attribute",
+        ),
+    ],
+)
+def test_factory_import_failure_names_module_and_line(
+    tmp_path, monkeypatch, module_name, code, expected
+):
+    error = factory_error(tmp_path, monkeypatch, module_name, code)
+    lines = code.count("\n")
+
+    assert error.message.startswith(f"source.factory.entrypoint: cannot import '{module_name}': ")
+    assert expected in error.message
+    assert f"raised at {tmp_path / module_name}.py, line {lines}" in error.message
+    assert "has no 'build'" not in error.message
+
+
+def test_factory_missing_dependency_is_named(tmp_path, monkeypatch):
+    code = "import no_such_dependency_anywhere\n"
+
+    error = factory_error(tmp_path, monkeypatch, "factory_with_missing_dependency", code)
+
+    assert "No module named 'no_such_dependency_anywhere'" in error.message
+    assert "install 'no_such_dependency_anywhere'" in error.message
+    assert "PYTHONPATH" not in error.message
+
+
 def test_factory_returning_no_module_is_invalid_model(tmp_path):
     with pytest.raises(ConversionError) as error:
         load(tmp_path, {"factory": {"entrypoint": "conversion_zoo:not_a_module"}})

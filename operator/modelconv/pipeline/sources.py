@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib
 import json
 import os
 import re
@@ -36,9 +35,9 @@ from ..errors import (
     STORE_UNAVAILABLE,
     UNSUPPORTED_OPERATOR,
     ConversionError,
-    InvalidSpec,
 )
 from ..spec import ConversionSpec, FactorySource, FileSource
+from .factory_import import import_factory
 from .onnx_signature import check_onnx_inputs, check_onnx_outputs
 
 # Protocol 2 and later pickles start with the PROTO opcode followed by the protocol number.
@@ -438,14 +437,7 @@ def _constants_as_initializers(model):
 def _load_factory(factory: FactorySource, workdir: Path) -> LoadedSource:
     import torch
 
-    module_name, _, function_name = factory.entrypoint.partition(":")
-    field = "source.factory.entrypoint"
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except ImportError as error:
-        raise InvalidSpec(field, f"cannot import {module_name!r}: {error}") from None
-    except AttributeError:
-        raise InvalidSpec(field, f"module {module_name!r} has no {function_name!r}") from None
+    function = import_factory(factory.entrypoint, "source.factory.entrypoint")
 
     torch.manual_seed(factory.seed)
     try:
