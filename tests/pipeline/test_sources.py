@@ -336,6 +336,25 @@ def test_factory_missing_dependency_is_named(tmp_path, monkeypatch):
     assert "PYTHONPATH" not in error.message
 
 
+def test_factory_not_found_explains_import_path(tmp_path):
+    with pytest.raises(InvalidSpec) as error:
+        load(tmp_path, {"factory": {"entrypoint": "tinynet_not_on_path:build"}})
+
+    message = error.value.message
+    assert "cannot import 'tinynet_not_on_path': No module named 'tinynet_not_on_path'" in message
+    assert "installed packages and from the folders on PYTHONPATH" in message
+    assert "`PYTHONPATH=. modelconv run FILE.yaml`" in message
+
+
+def test_factory_missing_submodule_names_entrypoint(tmp_path):
+    with pytest.raises(InvalidSpec) as error:
+        load(tmp_path, {"factory": {"entrypoint": "torch.no_such_submodule:build"}})
+
+    message = error.value.message
+    assert "No module named 'torch.no_such_submodule'" in message
+    assert "check the module path in the entrypoint" in message
+
+
 def test_factory_returning_no_module_is_invalid_model(tmp_path):
     with pytest.raises(ConversionError) as error:
         load(tmp_path, {"factory": {"entrypoint": "conversion_zoo:not_a_module"}})

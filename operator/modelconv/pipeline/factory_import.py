@@ -1,8 +1,7 @@
 """Importing the `module:function` of a factory source, with errors that name what to fix.
 
-Modules are found as Python finds them: among installed packages and in the folders on
-PYTHONPATH (sys.path). modelconv adds no folder, not even the spec file's, so a run imports
-the same code wherever it is started.
+Modules are found as Python finds them, among installed packages and in the folders on
+PYTHONPATH (sys.path). modelconv adds no folder to sys.path, not even the spec file's.
 """
 
 from __future__ import annotations
@@ -48,9 +47,18 @@ def import_factory(entrypoint: str, field: str) -> Callable:
 
 def _not_found_message(module_name: str, error: ModuleNotFoundError) -> str:
     missing = error.name or ""
+    package = module_name.split(".")[0]
+    if missing == package:
+        # The entrypoint's own module, or the package around it, is not on the import path.
+        contents = f"{package}.py" if package == module_name else f"the package {package}"
+        return (
+            f"cannot import {module_name!r}: {error}. Python imports factory modules from"
+            " installed packages and from the folders on PYTHONPATH, not from the spec file's"
+            " folder. Install the module, or run with PYTHONPATH set to the folder that"
+            f" contains {contents}, e.g. `PYTHONPATH=. modelconv run FILE.yaml`"
+        )
     if module_name == missing or module_name.startswith(f"{missing}."):
-        # The entrypoint's own module, or a package around it, is not on the import path.
-        return f"cannot import {module_name!r}: {error}"
+        return f"cannot import {module_name!r}: {error}; check the module path in the entrypoint"
     # The module was found, but an import inside it failed.
     remedy = f"install {missing.split('.')[0]!r} or fix the import" if missing else "fix the import"
     return (
