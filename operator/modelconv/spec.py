@@ -659,16 +659,24 @@ def parse_conversion(document: object) -> ModelConversion:
 
 
 def load_conversion(path: str) -> ModelConversion:
-    """Read and validate a ModelConversion YAML file."""
+    """Read and validate a ModelConversion YAML file; a key repeated in a mapping is invalid."""
     import yaml
+
+    from .spec_yaml import DuplicateKeyError, load_all
 
     try:
         with open(path, encoding="utf-8") as handle:
-            documents = [doc for doc in yaml.safe_load_all(handle) if doc is not None]
+            documents = [doc for doc in load_all(handle) if doc is not None]
     except FileNotFoundError:
         raise InvalidSpec("", f"file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidSpec("", f"cannot read {path}: {error}") from None
+    except DuplicateKeyError as error:
+        raise InvalidSpec("", (
+            f"{path}, line {error.line}: duplicate key {error.key!r}, first set on line"
+            f" {error.first_line}; keep one of the two because YAML allows each key once per"
+            " mapping"
+        )) from None
     except yaml.YAMLError as error:
         raise InvalidSpec("", f"{path} is not valid YAML: {error}") from None
     if len(documents) != 1:

@@ -253,6 +253,17 @@ def test_unknown_field_is_named(conversion_file, tmp_path):
     assert "spec.validaton: unknown field" in process.stderr
 
 
+def test_duplicate_key_exits_2(conversion_file, tmp_path):
+    spec = conversion_file()
+    text = spec.read_text(encoding="utf-8")
+    spec.write_text(text.replace("  publish:\n", "  publish:\n    model: other\n"))
+    process = run_cli("run", spec, "--store", tmp_path / "releases")
+    assert process.returncode == 2
+    assert "duplicate key 'model'" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert not (tmp_path / "releases").exists()
+
+
 def test_invalid_spec_in_json_mode_is_still_json(conversion_file, tmp_path):
     spec = conversion_file(outputs=[])
     process = run_cli("run", spec, "--output", "json", "--store", tmp_path / "releases")

@@ -125,3 +125,36 @@ def test_output_named_like_input_is_rejected(tmp_path):
         "spec: outputs[0].name 'x' is also the name of an input; names of inputs and outputs"
         " must all be distinct, so rename the output, e.g. to x_out"
     )
+
+
+def test_duplicate_key_names_key_and_lines(tmp_path):
+    coreml = "  coreml:\n    precision: float16\n    precision: float32\n"
+    text = conversion_text("  validation:\n", f"{coreml}  validation:\n")
+    first_line = text.splitlines().index("    precision: float16") + 1
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message == (
+        f"{tmp_path / 'conversion.yaml'}, line {first_line + 1}: duplicate key 'precision',"
+        f" first set on line {first_line}; keep one of the two because YAML allows each key"
+        " once per mapping"
+    )
+
+
+def test_duplicate_key_in_flow_mapping_is_rejected(tmp_path):
+    coreml = "  coreml: {precision: float16, precision: auto}\n"
+    text = conversion_text("  validation:\n", f"{coreml}  validation:\n")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert "duplicate key 'precision'" in message
+
+
+def test_merge_key_may_be_overridden(tmp_path):
+    coreml = "  coreml:\n    <<: {precision: float16}\n    precision: float32\n"
+    path = tmp_path / "conversion.yaml"
+    path.write_text(conversion_text("  validation:\n", f"{coreml}  validation:\n"))
+
+    conversion = load_conversion(str(path))
+
+    assert conversion.spec.coreml.precision == "float32"

@@ -157,13 +157,12 @@ def read_conversion(path: str):
 
     Raise `ConversionError` (InvalidSpec, with the field path) when the file is invalid.
     """
-    import yaml
-
     from ..spec import load_conversion
+    from ..spec_yaml import load_all
 
     conversion = load_conversion(path)
     with open(path, encoding="utf-8") as handle:
-        document = next(doc for doc in yaml.safe_load_all(handle) if doc is not None)
+        document = next(doc for doc in load_all(handle) if doc is not None)
     return conversion, document
 
 
