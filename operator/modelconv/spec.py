@@ -500,7 +500,7 @@ class ConversionSpec(SpecModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "ConversionSpec":
-        for label, items in (("inputs", self.inputs), ("outputs", self.outputs)):
+        for label, items in (("input", self.inputs), ("output", self.outputs)):
             names = [item.name for item in items]
             duplicates = sorted({name for name in names if names.count(name) > 1})
             if duplicates:
@@ -560,6 +560,13 @@ def _field_path(location: tuple) -> str:
     return path
 
 
+# What an entry of inputs or outputs looks like, for an entry written as a bare name.
+FEATURE_EXAMPLES = {
+    "TensorInput": (
+        "input is a mapping with a name and a shape", "`- {name: x, shape: [1, 3, 224, 224]}`"
+    ),
+    "TensorOutput": ("output is a mapping with a name", "`- name: y`"),
+}
 # Names pydantic gives the members of a union of scalar types, such as factory kwargs values.
 SCALAR_BRANCHES = {"str", "int", "float", "bool"}
 
@@ -576,8 +583,14 @@ def _first_error(error: ValidationError) -> InvalidSpec:
             " boolean"))
     # A misspelled field also makes the real one "missing"; the misspelling is the news.
     unknown = [item for item in details if item["type"] == "extra_forbidden"]
-    # Union members each report an error; the most specific one is the deepest.
-    detail = max(unknown or details, key=lambda item: len(item["loc"]))
+    # Union members each report an error, and the most specific one is the deepest. At equal
+    # depth a pattern mismatch wins, because its description lists every accepted form, such
+    # as "a whole number or a range MIN..MAX", where the integer member reports only
+    # "valid integer".
+    detail = max(
+        unknown or details,
+        key=lambda item: (len(item["loc"]), item["type"] == "string_pattern_mismatch"),
+    )
     return InvalidSpec(_field_path(detail["loc"]), describe_error(detail))
 
 
@@ -625,6 +638,9 @@ def describe_error(detail: dict) -> str:
     if kind == "finite_number" and isinstance(value, float):
         word = "NaN" if value != value else "infinity"
         return f"{word} is not allowed: give a finite number"
+    if kind == "model_type" and detail.get("ctx", {}).get("class_name") in FEATURE_EXAMPLES:
+        feature, example = FEATURE_EXAMPLES[detail["ctx"]["class_name"]]
+        return f"{quoted_value(value)} is invalid: each {feature}, e.g. {example}"
     if detail.get("ctx", {}).get("class_name") == "FileSource":
         path = value if isinstance(value, str) else "PATH"
         return (

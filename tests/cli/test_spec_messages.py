@@ -116,6 +116,57 @@ def test_nested_factory_kwarg_asks_for_a_scalar(tmp_path):
     assert ".str" not in message
 
 
+@pytest.mark.parametrize("field, name", [("inputs", "input"), ("outputs", "output")])
+def test_repeated_name_message_is_singular(tmp_path, field, name):
+    entry = {"name": "x", "shape": [2, 8]} if field == "inputs" else {"name": "y"}
+    document = tiny_document(**{field: [entry, entry]})
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message.startswith(f"spec: {name} names must be unique (repeated: ")
+
+
+def test_bare_output_name_asks_for_mapping(tmp_path):
+    document = tiny_document(outputs=["y"])
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message == (
+        "spec.outputs[0]: 'y' is invalid: each output is a mapping with a name, e.g. `- name: y`"
+    )
+    assert "TensorOutput" not in message
+
+
+def test_bare_input_name_asks_for_mapping(tmp_path):
+    document = tiny_document(inputs=["x"])
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message.startswith(
+        "spec.inputs[0]: 'x' is invalid: each input is a mapping with a name and a shape"
+    )
+    assert "TensorInput" not in message
+
+
+def test_malformed_range_names_range_form(tmp_path):
+    text = conversion_text("  - 2\n    - 8\n", "  - 1\n    - 1-8\n")
+
+    message = invalid_spec_message(tmp_path, text)
+
+    assert message == (
+        "spec.inputs[0].shape[1]: '1-8' is invalid: use a whole number or a range MIN..MAX,"
+        " e.g. 1..512"
+    )
+
+
+def test_malformed_quantity_names_quantity_form(tmp_path):
+    document = tiny_document(resources={"limits": {"cpu": "2 cores"}})
+
+    message = invalid_spec_message(tmp_path, yaml.safe_dump(document, sort_keys=False))
+
+    assert message.startswith("spec.resources.limits.cpu: '2 cores' is invalid: use a Kubernetes")
+
+
 def test_output_named_like_input_is_rejected(tmp_path):
     document = tiny_document(outputs=[{"name": "x"}])
 
