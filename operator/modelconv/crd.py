@@ -69,6 +69,10 @@ def _rule(rule: str, message: str, **extra: str) -> dict:
 
 # CEL rules by schema path, for what the schema itself cannot express.
 CEL_RULES = {
+    "spec": [_rule(
+        "self.outputs.all(output, !self.inputs.exists(input, input.name == output.name))",
+        "an output has the name of an input; names of inputs and outputs must all be distinct",
+    )],
     "spec.source": [_rule(
         "[has(self.exportedProgram), has(self.torchscript), has(self.onnx), has(self.factory)]"
         ".filter(set, set).size() == 1",
