@@ -197,14 +197,14 @@ def test_unwritable_junit_and_workdir_rejected_early(tmp_path):
 def test_store_that_cannot_be_created_is_classified(tmp_path):
     (tmp_path / "afile").write_text("not a folder")
     conversion = write_document(tmp_path / "conversion.yaml", linear_document())
-    for store, reason in (
-        ("/proc/modelconv-store", "AccessDenied"),
-        (tmp_path / "afile" / "sub", "StoreUnavailable"),
+    for store, reason, exit_code in (
+        ("/proc/modelconv-store", "AccessDenied", 1),
+        (tmp_path / "afile" / "sub", "InvalidArgument", 2),
     ):
         result = run_modelconv("run", conversion, "--store", store, cwd=tmp_path)
 
         assert_no_internal_error(result)
-        assert result.returncode == 1, (store, result.stderr)
+        assert result.returncode == exit_code, (store, result.stderr)
         assert reason in result.stdout + result.stderr, store
 
 
