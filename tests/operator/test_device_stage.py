@@ -261,3 +261,32 @@ def test_no_runner_skips_or_waits(
     wait_until(replaced, 120, "the superseded run's check to be replaced", interval=0.5)
     (new_check,) = checks_in(kube_api, pool_namespace)
     assert new_check["spec"]["computeUnits"] == ["all"]
+
+
+def test_pool_without_operator_rights_is_runner_pool_missing(kube_api, operators):
+    # A pool namespace where the operator's pool Role is not bound: every request on
+    # CoreMLChecks, reads included, gets 403.
+    pool = f"pool-{secrets.token_hex(4)}"
+    kube_api.post("/api/v1/namespaces",
+                  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": pool}})
+    namespace = operators.namespace
+    operator = operators.start("replica-a", "--pool-namespace", pool)
+    try:
+        apply(kube_api, namespace, device_conversion("optional", required=False))
+        apply(kube_api, namespace, device_conversion("required", required=True,
+                                                     version="2.0.0"))
+        done = wait_for_condition(kube_api, namespace, "optional", "Ready", "True",
+                                  operators=(operator,))
+        failed = wait_for_condition(kube_api, namespace, "required", "Ready", "False",
+                                    operators=(operator,))
+    finally:
+        kube_api.delete(f"/api/v1/namespaces/{pool}", {"propagationPolicy": "Background"})
+    skipped = condition(done, "DeviceVerified")
+    assert skipped["reason"] == "Skipped"
+    assert f"lacks rights on the runner pool in namespace {pool}" in skipped["message"]
+    assert condition(done, "Published")["status"] == "True"
+    missing = condition(failed, "DeviceVerified")
+    assert missing["status"] == "False"
+    assert missing["reason"] == "RunnerPoolMissing"
+    assert "grant it the pool rules" in missing["message"]
+    assert condition(failed, "Published")["status"] != "True"

@@ -75,17 +75,25 @@ async def device_record(ctl, run, stage, previous: dict) -> dict:
             "started": previous.get("started") or run.timestamp}
     now = run.now
 
-    obj = await _read_check(ctl.kube, namespace, name)
-    if obj is None:
-        created = await _create_check(ctl, run, stage, namespace)
-        if isinstance(created, tuple):
-            return _unavailable(base, run, *created)
-        if created is None:  # deleted between a 409 and the read: create it next pass
-            return dict(base, state=st.RUNNING, attempts=0, reason=checks.CHECK_PENDING,
-                        message=f"creating CoreMLCheck {namespace}/{name}")
-        obj = created
-    step = checks.step_check(obj, now, await _runners_if_needed(ctl.kube, namespace, obj, now))
-    written = step.write is None or await _write_check_status(ctl.kube, obj, step.write)
+    try:
+        obj = await _read_check(ctl.kube, namespace, name)
+        if obj is None:
+            created = await _create_check(ctl, run, stage, namespace)
+            if isinstance(created, tuple):
+                return _unavailable(base, run, *created)
+            if created is None:  # deleted between a 409 and the read: create it next pass
+                return dict(base, state=st.RUNNING, attempts=0, reason=checks.CHECK_PENDING,
+                            message=f"creating CoreMLCheck {namespace}/{name}")
+            obj = created
+        runners = await _runners_if_needed(ctl.kube, namespace, obj, now)
+        step = checks.step_check(obj, now, runners)
+        written = step.write is None or await _write_check_status(ctl.kube, obj, step.write)
+    except ApiError as error:
+        if error.status != 403:
+            raise
+        log.warning("%s/%s: device check %s/%s: %s", run.conversion.namespace,
+                    run.conversion.name, namespace, name, error.message)
+        return _unavailable(base, run, REASON_POOL_MISSING, _pool_forbidden(namespace, error))
     evaluation = step.outcome(written)
 
     decision = checks.device_decision(evaluation, run.spec.validation.device.required)
@@ -245,14 +253,18 @@ async def _create_check(ctl, run, stage, namespace: str):
                 "crds/coremlcheck.yaml (or install the chart with crds.enabled) and check "
                 "the operator's --pool-namespace")
         if error.status == 403:
-            return REASON_POOL_MISSING, (
-                f"the operator may not create CoreMLChecks in namespace {namespace}: "
-                f"{error.message}; grant it the pool rules of modelconv.controller.rbac there "
-                "(the chart does so in runners.namespace)")
+            return REASON_POOL_MISSING, _pool_forbidden(namespace, error)
         if not error.conflict:
             raise
     # Created before a restart: adopt it.
     return await _read_check(ctl.kube, namespace, manifest["metadata"]["name"])
+
+
+def _pool_forbidden(namespace: str, error: ApiError) -> str:
+    """Return the message for a request on CoreMLChecks or runner Leases that got 403."""
+    return (f"the operator lacks rights on the runner pool in namespace {namespace}: "
+            f"{error.message}; grant it the pool rules of modelconv.controller.rbac there "
+            "(the chart does so in runners.namespace)")
 
 
 def _check_objects(convert_result: Optional[dict], convert_key: str, device_key: str,
