@@ -101,6 +101,14 @@ def test_no_matching_runner_is_written_once():
     assert again.write is None
 
 
+def test_empty_pool_message_names_no_requirements():
+    step = step_check(check_object(), NOW, [])
+    assert step.evaluation.state == "NoRunnerAvailable"
+    assert "matches" not in step.evaluation.message
+    assert "no live runner in namespace" in step.evaluation.message
+    assert "start `modelconv agent` on a Mac in this pool" in step.evaluation.message
+
+
 def test_returning_runner_clears_no_runner():
     obj = check_object({"state": "Pending", "reason": "NoRunnerAvailable", "message": "none"})
     step = step_check(obj, NOW, [runner("mini-1", backend="coreml")])

@@ -37,6 +37,7 @@ from .resource import (
     KIND,
     NO_RUNNER_AVAILABLE,
     PENDING,
+    RUNNER_ERROR,
     RUNNER_LOST,
     SUCCEEDED,
     CheckStatus,
@@ -74,6 +75,8 @@ CHECK_PENDING = "CheckPending"
 CHECK_RUNNING = "CheckRunning"
 # Failures that mean "no runner did the work", as opposed to "the model failed on a device".
 RUNNER_ABSENCE_REASONS = frozenset({NO_RUNNER_AVAILABLE, RUNNER_LOST, DEADLINE_EXCEEDED})
+# Reasons that say nothing about the model: no runner did the check, or the runner failed.
+RUNNER_SIDE_REASONS = RUNNER_ABSENCE_REASONS | {RUNNER_ERROR}
 
 
 class Presigner(Protocol):
@@ -427,9 +430,13 @@ def _follow_pending(check: CoreMLCheck, obj: dict,
             return CheckStep(evaluation, write=status.model_copy(
                 update={"reason": None, "message": None}))
         return CheckStep(evaluation)
-    message = (f"no live runner in namespace {namespace} matches "
-               f"{describe_requirements(requirements)}; start `modelconv agent` on a matching "
-               "Mac or relax validation.device")
+    if unmet_requirements(requirements, {}):
+        message = (f"no live runner in namespace {namespace} matches "
+                   f"{describe_requirements(requirements)}; start `modelconv agent` on a "
+                   "matching Mac or relax validation.device")
+    else:
+        message = (f"no live runner in namespace {namespace}; start `modelconv agent` on a "
+                   "Mac in this pool")
     evaluation = CheckEvaluation(NO_RUNNER_AVAILABLE, NO_RUNNER_AVAILABLE, message,
                                  retry_after=NO_RUNNER_RETRY_SECONDS)
     if status.reason != NO_RUNNER_AVAILABLE:
@@ -470,8 +477,8 @@ def device_decision(evaluation: CheckEvaluation, required: bool) -> DeviceDecisi
     """Decide the DeviceVerified condition from an evaluation and `validation.device.required`.
 
     With `required: false`, a check that no runner could do (NoRunnerAvailable, RunnerLost,
-    DeadlineExceeded) is Skipped, and the conversion publishes. A model that fails on a
-    device fails the conversion either way.
+    DeadlineExceeded) or that failed inside the runner (RunnerError) is Skipped, and the
+    conversion publishes. A model that fails on a device fails the conversion either way.
     """
     if evaluation.state == SUCCEEDED:
         if evaluation.device_verified:
@@ -489,7 +496,7 @@ def device_decision(evaluation: CheckEvaluation, required: bool) -> DeviceDecisi
 
 
 def _unfinished(evaluation: CheckEvaluation, required: bool) -> DeviceDecision:
-    absent = (evaluation.state == NO_RUNNER_AVAILABLE or evaluation.reason in RUNNER_ABSENCE_REASONS)
+    absent = (evaluation.state == NO_RUNNER_AVAILABLE or evaluation.reason in RUNNER_SIDE_REASONS)
     if absent and not required:
         return DeviceDecision(
             "False", SKIPPED,
