@@ -178,8 +178,10 @@ def test_other_bytes_under_a_published_version_fail(store, tmp_path: Path) -> No
         publish(store, release_files(tmp_path / "second", seed=9))
 
     assert failure.value.reason == VERSION_EXISTS
-    assert "model.mlpackage.zip differs" in failure.value.message
+    assert "model.mlpackage.zip differs (published sha256 " in failure.value.message
     assert "new version" in failure.value.message
+    assert "more" in failure.value.message
+    assert len(failure.value.message) < 400
     assert object_bytes(store, "mobilenet/") == before
 
 
