@@ -262,6 +262,8 @@ def test_timeout_exits_3_and_writes_junit(conversions, tmp_path):
     line = failed_line(result.stdout, result.stderr, "Timeout")
     assert "was not Ready within 3s" in line
     assert "the operator has not observed generation 1" in line
+    assert "goes on with the run" not in line
+    assert "once it does, it runs the conversion" in line
     assert result.stderr == ""
     root = ElementTree.parse(junit).getroot()
     export = next(case for case in root.iter("testcase") if case.get("name") == "export")

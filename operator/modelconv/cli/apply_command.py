@@ -247,14 +247,16 @@ def _timeout_message(run, duration: str) -> str:
 
     metadata = run.body.get("metadata") or {}
     subject = f"modelconversions.modelconv.io {metadata.get('namespace')}/{metadata.get('name')}"
+    follow = (f"`kubectl get modelconversion {metadata.get('name')} "
+              f"-n {metadata.get('namespace')} -w`")
     if not run.current(run.body):
-        state = (f"the operator has not observed generation {run.generation}: check that it "
-                 f"runs and watches namespace {metadata.get('namespace')}")
-    else:
-        state = condition_of(run.body, "Ready").get("message") or "no Ready condition yet"
+        return (f"{subject} was not Ready within {duration}: the operator has not observed "
+                f"generation {run.generation}. Check that it runs and watches namespace "
+                f"{metadata.get('namespace')}; once it does, it runs the conversion, which "
+                f"you can follow with {follow}")
+    state = condition_of(run.body, "Ready").get("message") or "no Ready condition yet"
     return (f"{subject} was not Ready within {duration} ({state}); the operator goes on with "
-            f"the run: follow it with `kubectl get modelconversion {metadata.get('name')} "
-            f"-n {metadata.get('namespace')} -w`")
+            f"the run: follow it with {follow}")
 
 
 def _finish(args: argparse.Namespace, run, ending: Optional[tuple[str, str]], code: int,
