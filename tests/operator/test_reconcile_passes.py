@@ -237,6 +237,20 @@ def test_invalid_spec_is_reported_without_jobs(controller):
     assert "kwargs" in ready["message"]
 
 
+def test_spec_turned_invalid_deletes_the_run_config_map(controller):
+    run(controller, body())
+    export = finished_job(controller, "export")
+    export["conditions"], export["succeeded"], export["active"] = [], 0, 1
+    config_maps = [item["metadata"]["name"] for item in controller.kube.created
+                   if item["kind"] == "ConfigMap"]
+    invalid = {"source": {"factory": {"entrypoint": "m:f", "kwargs": {"a": {"b": 1}}}}}
+    run(controller, body(invalid, generation=2), jobs=[export])
+    assert export["name"] in controller.kube.deleted
+    assert config_maps
+    assert config_maps[0] in controller.kube.deleted
+    assert last_status(controller)["conditions"][0]["reason"] == "InvalidSpec"
+
+
 def test_missing_store_is_reported(controller):
     bare = Controller(OperatorConfig(), RecordingKube(), StoreResults(), OperatorMetrics(),
                       lambda body, event: None)

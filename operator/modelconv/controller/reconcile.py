@@ -34,7 +34,7 @@ from .config import OperatorConfig
 from .jobs import RUN_LABEL_LENGTH, ConversionRef, run_config_map_name
 from .kube import ApiError, KubeClient, config_maps_path, conversion_path, jobs_path
 from .metrics import OperatorMetrics
-from .device import device_metrics, release_superseded_checks
+from .device import delete_checks_of, device_metrics, release_superseded_checks
 from .results import ResultReader
 from .retry import RetryState, kept_records, retry_state
 from .stages import RunPass, run_stages
@@ -139,6 +139,14 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
             "(s3://bucket/prefix) or start the operator with --store"))
     if problem is not None:
         await _delete_stale(ctl, conversion, jobs, keep_run=None)
+        if previous.get("runHash"):
+            # The stopped run's ConfigMap and device check go with its Jobs.
+            await _delete_run_config_map(ctl, conversion, previous["runHash"])
+            try:
+                await delete_checks_of(ctl, conversion.namespace, conversion.name)
+            except ApiError as error:  # the pool may be unusable; the status matters more
+                log.warning("%s/%s: deleting the stopped run's CoreMLChecks failed: %s",
+                            conversion.namespace, conversion.name, error.message)
         status = _stopped_status(previous, problem, generation, now)
         await _write_status(ctl, body, previous, status)
         return
@@ -211,15 +219,22 @@ async def _plan(ctl: Controller, uid: str, spec: ConversionSpec, previous: dict,
 async def _supersede(ctl: Controller, conversion: ConversionRef, previous: dict,
                      retry: RetryState) -> None:
     """Remove the ConfigMap of the previous run; its Jobs go with `_delete_stale`."""
-    name = run_config_map_name(conversion, previous["runHash"])
+    await _delete_run_config_map(ctl, conversion, previous["runHash"])
+    cause = f"retry {retry.requested!r}" if retry.started_now else "a spec change"
+    log.info("%s/%s: run %s superseded by %s", conversion.namespace,
+             conversion.name, previous["runHash"][:RUN_LABEL_LENGTH], cause)
+
+
+async def _delete_run_config_map(ctl: Controller, conversion: ConversionRef,
+                                 run_hash: str) -> None:
+    """Delete the ConfigMap of the run `run_hash`; one gone already is fine."""
+    name = run_config_map_name(conversion, run_hash)
     try:
         await ctl.kube.delete(config_maps_path(conversion.namespace, name))
     except ApiError as error:
         if not error.not_found:
             raise
-    cause = f"retry {retry.requested!r}" if retry.started_now else "a spec change"
-    log.info("%s/%s: run %s superseded by %s", conversion.namespace,
-             conversion.name, previous["runHash"][:RUN_LABEL_LENGTH], cause)
+    ctl.config_maps_made.pop(conversion.uid, None)
 
 
 async def _delete_stale(ctl: Controller, conversion: ConversionRef, jobs: list[dict],
