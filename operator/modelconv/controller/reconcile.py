@@ -144,7 +144,7 @@ async def _reconcile(ctl: Controller, body: Any, jobs: list[dict],
             await _delete_run_config_map(ctl, conversion, previous["runHash"])
             try:
                 await delete_checks_of(ctl, conversion.namespace, conversion.name)
-            except ApiError as error:  # the pool may be unusable; the status matters more
+            except ApiError as error:  # an unusable pool must not keep the status unwritten
                 log.warning("%s/%s: deleting the stopped run's CoreMLChecks failed: %s",
                             conversion.namespace, conversion.name, error.message)
         status = _stopped_status(previous, problem, generation, now)
