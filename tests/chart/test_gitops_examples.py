@@ -72,8 +72,8 @@ def test_kustomize_overlay_patches_the_conversion():
     assert conversion.spec.validation.device.enabled is True
     assert conversion.spec.validation.device.minimum_macos == "14"
     # Fields the patch leaves alone keep the base's values.
-    assert conversion.spec.source.factory.entrypoint == "torchvision.models:mobilenet_v3_small"
-    assert conversion.spec.validation.atol == 0.05
+    assert conversion.spec.source.factory.entrypoint == "modelconv.zoo:mobilenet_v3_small"
+    assert conversion.spec.validation.atol == 0.001
 
 
 def test_kustomize_overlay_passes_the_crd_validation(kube_api, kube_client, namespace):

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from modelconv import zoo
-from modelconv.spec import load_conversion
+from modelconv.spec import load_conversion, parse_conversion
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -65,6 +66,24 @@ def test_mobilenet_factory_gives_float16_sized_logits():
     assert logits.shape == (1, 1000)
     # Far above float16's smallest normal value (6e-5), so float16 validation is meaningful.
     assert logits.abs().max() > 1e-3
+
+
+def readme_conversion() -> dict:
+    """Parse the YAML block under the README's "## A ModelConversion" heading."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## A ModelConversion", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    return yaml.safe_load(block)
+
+
+def test_readme_conversion_uses_zoo_factory():
+    # torchvision's own factory gives logits near 1e-9, which float16 flushes to zero, so the
+    # README must use the factory that the mobilenet-v3-small example converts.
+    readme = parse_conversion(readme_conversion())
+    example = load_conversion(str(EXAMPLES / "mobilenet-v3-small.yaml"))
+    assert readme.spec.source.factory.entrypoint == example.spec.source.factory.entrypoint
+    assert readme.spec.coreml.precision == example.spec.coreml.precision
+    assert readme.spec.validation.atol == example.spec.validation.atol
 
 
 def check_published_and_validated(exit_code: int, document: dict, stderr: str) -> None:
