@@ -58,6 +58,8 @@ def test_export_fails_when_every_exporter_fails(tmp_path):
     assert "dynamo:" in error.value.message
     assert "torchscript:" in error.value.message
     assert "linalg_inv" in error.value.message
+    # Both exporters ran, so neither is suggested.
+    assert "export.exporter" not in error.value.message
 
 
 def test_export_fails_when_onnx_runtime_disagrees_beyond_tolerance(tmp_path):

@@ -55,6 +55,8 @@ from .sources import load_source
 from .stage import StageContext, StageResult
 
 PACKAGE = "model.mlpackage"
+# The coreml.path whose rungs a failed path did not try; `auto` tries every rung.
+UNTRIED_PATHS = {"auto": None, "export": "trace", "trace": "export"}
 # Rounds of "keep the diverging ops in float32" before `auto` falls back to float32.
 MAX_PRECISION_ROUNDS = 6
 # Samples run through diagnose_precision per round (each runs the program twice).
@@ -110,7 +112,7 @@ def run_convert(context: StageContext) -> StageResult:
             continue
         attempts.append(Attempt(rung, True))
         return _result(context, mlmodel, rung, attempts, precision_note, samples_path)
-    raise _ladder_failure(attempts, wrong)
+    raise _ladder_failure(spec, attempts, wrong)
 
 
 def _samples(context: StageContext, source) -> tuple[list[Sample], Path]:
@@ -302,15 +304,23 @@ def _describe_briefly(attempts: list[Attempt], wrong: list) -> str:
     return describe_attempts(brief)
 
 
-def _ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
-    error = _classify_ladder_failure(attempts, wrong)
+def _ladder_failure(spec: ConversionSpec, attempts: list[Attempt], wrong: list) -> ConversionError:
+    error = _classify_ladder_failure(spec, attempts, wrong)
     error.details["attempts"] = [item.as_dict() for item in attempts]
     error.metrics = {"attempts": error.details["attempts"]}
     return error
 
 
-def _classify_ladder_failure(attempts: list[Attempt], wrong: list) -> ConversionError:
+def _classify_ladder_failure(
+    spec: ConversionSpec, attempts: list[Attempt], wrong: list
+) -> ConversionError:
+    """Classify the failure of a ladder whose rungs all failed.
+
+    The message's hint suggests only settings that this run has not tried.
+    """
     tried = _describe_briefly(attempts, wrong)
+    other_path = UNTRIED_PATHS[spec.coreml.path]
+    path_hint = f", or try coreml.path: {other_path}" if other_path else ""
     if any(has_shape_mismatch(error.comparisons) for _, error in wrong):
         return ConversionError(
             CONVERSION_FAILED,
@@ -322,8 +332,7 @@ def _classify_ladder_failure(attempts: list[Attempt], wrong: list) -> Conversion
         return ConversionError(
             TOLERANCE_EXCEEDED,
             f"every conversion path failed and the converted programs disagree with the"
-            f" reference ({tried}); try coreml.precision: float32 or auto, or loosen"
-            " validation.atol/rtol if the differences are acceptable",
+            f" reference ({tried}); {_tolerance_hint(spec)}",
         )
     operators = [(item.operator, item.path) for item in attempts if item.operator]
     if operators:
@@ -331,10 +340,26 @@ def _classify_ladder_failure(attempts: list[Attempt], wrong: list) -> Conversion
         return ConversionError(
             UNSUPPORTED_OPERATOR,
             f"no conversion path supports the model: operator {named} ({tried}); replace the"
-            " operator with supported ones in the model, or try another coreml.path",
+            f" operator with supported ones in the model{path_hint}",
         )
     return ConversionError(
         CONVERSION_FAILED,
         f"every conversion path failed ({tried}); check the model against torch.export and"
-        " torch.jit.trace, or try another coreml.path",
+        f" torch.jit.trace{path_hint}",
     )
+
+
+def _tolerance_hint(spec: ConversionSpec) -> str:
+    """Return what to change when every converted program missed the tolerances."""
+    settings = []
+    # `auto` converts each rung in float32 as its last resort, so only float16 leaves
+    # another precision to try.
+    if spec.coreml.precision == "float16":
+        settings.append("coreml.precision: auto or float32")
+    other_path = UNTRIED_PATHS[spec.coreml.path]
+    if other_path:
+        settings.append(f"coreml.path: {other_path}")
+    loosen = "loosen validation.atol/rtol if the differences are acceptable"
+    if not settings:
+        return loosen
+    return f"try {' or '.join(settings)}, or {loosen}"

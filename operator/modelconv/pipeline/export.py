@@ -13,6 +13,7 @@ import io
 import time
 import warnings
 from pathlib import Path
+from typing import Optional
 
 from ..errors import EXPORT_FAILED, ConversionError
 from ..spec import ConversionSpec
@@ -66,7 +67,7 @@ def run_export(context: StageContext) -> StageResult:
     failed = [item for item in comparisons if not item.passed]
     if failed:
         used = attempts[-1].path
-        other = {"dynamo": "torchscript", "torchscript": "dynamo"}.get(used)
+        other = untried_exporter(attempts)
         hint = f"Try export.exporter: {other}, or loosen" if other else "Loosen"
         raise ConversionError(
             EXPORT_FAILED,
@@ -104,11 +105,22 @@ def export_onnx(spec: ConversionSpec, source: LoadedSource, path: Path, log=lamb
             continue
         attempts.append(Attempt(exporter, True))
         return attempts
+    other = untried_exporter(attempts)
+    hint = f", or try export.exporter: {other}" if other else ""
     raise ConversionError(
         EXPORT_FAILED,
         f"every ONNX exporter failed ({describe_attempts(attempts)}); if an operator is named,"
-        " replace it in the model or try export.exporter: torchscript",
+        f" replace it in the model{hint}",
     )
+
+
+def untried_exporter(attempts: list[Attempt]) -> Optional[str]:
+    """Return the exporter that this run did not try, or None when both ran or the source was
+    ONNX (passed through without an exporter)."""
+    tried = {item.path for item in attempts}
+    if not tried <= set(EXPORTERS["auto"]):
+        return None
+    return next((name for name in EXPORTERS["auto"] if name not in tried), None)
 
 
 def _export_with(exporter: str, spec: ConversionSpec, source: LoadedSource, path: Path) -> None:

@@ -76,7 +76,8 @@ def run_validate(context: StageContext) -> StageResult:
     if failures:
         message = "; ".join(failures)
         if metrics.get("fp16_diagnosis"):
-            message += f"; float16 first diverges at {_describe_divergence(metrics['fp16_diagnosis'])}"
+            divergence = _describe_divergence(metrics["fp16_diagnosis"], spec.coreml.precision)
+            message += f"; float16 first diverges at {divergence}"
         error = ConversionError(TOLERANCE_EXCEEDED, f"{message} ({note})")
         error.metrics = metrics
         raise error
@@ -161,14 +162,22 @@ def _diagnose(mil, program, coreml_inputs: dict, spec: ConversionSpec) -> dict:
     }
 
 
-def _describe_divergence(diagnosis: dict) -> str:
+def _describe_divergence(diagnosis: dict, precision: str) -> str:
+    """Name the first ops where float16 diverges and the precision setting to try next.
+
+    `precision` is spec.coreml.precision. Only a program with float16 ops is diagnosed, so
+    it is float16, or `auto`, which has already tried keeping single ops in float32.
+    """
     ops = diagnosis["first_divergent_ops"][:MAX_DIVERGING_OPS]
+    untried = "auto or float32" if precision == "float16" else "float32"
     if not ops:
-        return "no single op (the error accumulates); try coreml.precision: float32 or auto"
+        return f"no single op (the error accumulates); try coreml.precision: {untried}"
     listed = ", ".join(
         f"{item['op_type']} {item['name']!r} (rel. error {item['max_rel_error']:.3g})" for item in ops
     )
-    return f"{listed}; coreml.precision: auto keeps such ops in float32"
+    if precision == "float16":
+        return f"{listed}; coreml.precision: auto keeps such ops in float32"
+    return f"{listed}; try coreml.precision: float32"
 
 
 def _failures(runtime: str, comparisons: list[OutputComparison]) -> list[str]:
