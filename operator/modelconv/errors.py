@@ -8,6 +8,8 @@ stage.
 
 from __future__ import annotations
 
+import re
+
 from .redaction import redact_urls
 
 # Reasons, as they appear in status conditions, reports and `--output json`.
@@ -33,6 +35,24 @@ EXIT_BAD_INPUT = 2
 # Reasons that mean the user's input must change; the CLI maps them to EXIT_BAD_INPUT.
 BAD_INPUT_REASONS = frozenset({INVALID_SPEC, INVALID_ARGUMENT, SOURCE_NOT_FOUND, INVALID_MODEL})
 
+# ANSI escape sequences: CSI sequences such as the colors `ESC[96m` and `ESC[0m` that torch
+# puts in its messages, and two-character escapes.
+ANSI_ESCAPE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def strip_ansi(text: str) -> str:
+    """Remove ANSI escape sequences, which other libraries add for terminals, from `text`."""
+    return ANSI_ESCAPE.sub("", text)
+
+
+def plain_message(text: str) -> str:
+    """Return a message from another library as plain text without URL credentials.
+
+    Messages reach reports, JUnit files, `--output json` and status conditions, where escape
+    sequences show up as stray characters.
+    """
+    return redact_urls(strip_ansi(text))
+
 
 class ConversionError(Exception):
     """A classified failure with a CamelCase `reason` and a `message` stating what to do."""
@@ -40,8 +60,9 @@ class ConversionError(Exception):
     def __init__(
         self, reason: str, message: str, *, permanent: bool = True, details: dict | None = None
     ):
-        # Messages reach logs, reports and status conditions: no URL credentials in them.
-        message = redact_urls(message)
+        # Messages reach logs, reports and status conditions and often quote another library's
+        # exception, so they must contain no URL credentials and no terminal escape sequences.
+        message = plain_message(message)
         super().__init__(message)
         self.reason = reason
         self.message = message

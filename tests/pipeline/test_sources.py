@@ -165,6 +165,13 @@ def test_pickled_module_is_rejected_as_state_dict_weights(files, tmp_path):
         load(tmp_path, {"factory": {"entrypoint": "conversion_zoo:linear", "weights": weights}})
     assert error.value.reason == "InvalidModel"
     assert "weights_only=True" in error.value.message
+    # torch's own message advises weights_only=False, in bold; neither is passed on.
+    assert "weights_only=False" not in error.value.message
+    assert "\x1b" not in error.value.message
+    assert "trust the source" not in error.value.message
+    assert "Unsupported global" in error.value.message
+    assert "format: safetensors" in error.value.message
+    assert "format: stateDict" in error.value.message
 
 
 def test_malicious_pickle_never_runs(tmp_path):

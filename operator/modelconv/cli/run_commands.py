@@ -20,8 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import INVALID_ARGUMENT, ConversionError
-from ..redaction import redact_urls
+from ..errors import INVALID_ARGUMENT, ConversionError, plain_message
 
 # Loggers of the libraries that a run drives. Their warnings are noise to users, so they are
 # silenced unless --debug is set.
@@ -345,10 +344,10 @@ def run_identity(conversion, store: Optional[str]) -> dict:
 def _print_internal_error(error: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(error, file=sys.stderr)
-        print(redact_urls(f"modelconv: internal error: {type(error).__name__}: {error}"),
+        print(plain_message(f"modelconv: internal error: {type(error).__name__}: {error}"),
               file=sys.stderr)
         return
-    first_line = redact_urls((str(error).strip().splitlines() or [""])[0])[:300]
+    first_line = plain_message((str(error).strip().splitlines() or [""])[0])[:300]
     print(
         f"modelconv: internal error: {type(error).__name__}: {first_line}; {DEBUG_HINT}",
         file=sys.stderr,

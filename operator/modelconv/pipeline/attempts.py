@@ -10,7 +10,10 @@ import contextlib
 import dataclasses
 import logging
 import re
+from pathlib import PurePath
 from typing import Iterator, Optional
+
+from ..errors import plain_message
 
 # Patterns that name the failing operator, from the tools' own messages (torch 2.13,
 # coremltools 9.0, onnx2torch 1.5).
@@ -23,6 +26,20 @@ OPERATOR_PATTERNS = (
 )
 # coremltools logs the op whose translation raised before re-raising the error.
 CONVERTING_OP = re.compile(r"converting '([\w.:]+)' op")
+
+# torch.onnx's dynamo exporter opens every failure with the same advice to PyTorch developers
+# ("Failed to export the model with torch.export. This is step 1/3 of exporting the model to
+# ONNX. Next steps: ...") and chains the error that stopped it as __cause__ (torch 2.13,
+# torch/onnx/_internal/exporter/_core.py).
+TORCH_ONNX_STEP = re.compile(r"^(Failed to .*?)\. This is step \d/3 of exporting the model")
+# The "## Exception summary" that the same messages end with: the innermost error comes first.
+TORCH_ONNX_SUMMARY = re.compile(r"## Exception summary\s+<class '(?:[\w.]+\.)?(\w+)'>: ([^\n]+)")
+# torch.export's pointer to the line of the model that raised.
+RAISING_CALL = re.compile(
+    r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]+)'
+)
+# Maximum length of the error text kept per attempt, in characters.
+MAX_ERROR_TEXT = 300
 
 
 @dataclasses.dataclass
@@ -39,12 +56,42 @@ class Attempt:
 
 
 def summarize_error(error: BaseException) -> str:
-    """Return one line that says why an attempt failed, without a stack trace."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    """Return one line with the reason an attempt failed, without a stack trace.
+
+    A torch.onnx failure whose first line is only torch's step advice gets the error that
+    caused it instead.
+    """
+    text = _first_informative_line(error)
+    step = TORCH_ONNX_STEP.match(text)
+    if step is not None:
+        text = f"{step.group(1)}: {_torch_onnx_cause(error)}"
+    return f"{type(error).__name__}: {text[:MAX_ERROR_TEXT]}" if text else type(error).__name__
+
+
+def _first_informative_line(error: BaseException) -> str:
+    lines = [line.strip() for line in plain_message(str(error)).splitlines() if line.strip()]
     # Exporters put the cause first and advice after it; keep the first informative line.
     informative = [line for line in lines if not line.startswith(("For more information", "The error above"))]
-    text = informative[0] if informative else ""
-    return f"{type(error).__name__}: {text[:300]}" if text else type(error).__name__
+    return informative[0] if informative else ""
+
+
+def _torch_onnx_cause(error: BaseException) -> str:
+    """Describe the innermost chained error of a torch.onnx failure, and the model line that
+    raised it when torch names one."""
+    message = plain_message(str(error))
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if root is not error:
+        cause = f"{type(root).__name__}: {_first_informative_line(root)}"
+    else:
+        # Without a chained error, the summary that torch appends is the only record.
+        summary = TORCH_ONNX_SUMMARY.search(message)
+        cause = f"{summary.group(1)}: {summary.group(2)}" if summary else "torch gave no cause"
+    call = RAISING_CALL.search(message)
+    if call is not None:
+        cause += f" (at {PurePath(call.group(1)).name}:{call.group(2)}: {call.group(3).strip()})"
+    return cause
 
 
 def operator_name(error: BaseException, logged: list[str] = ()) -> Optional[str]:

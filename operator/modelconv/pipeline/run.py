@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Optional
 
 from .. import errors
-from ..errors import ConversionError
+from ..errors import ConversionError, plain_message
 from ..progress import RunObserver, SilentProgress
-from ..redaction import redact_urls
 from ..spec import ConversionSpec, ModelConversion
 from .stage import StageContext, StageResult
 
@@ -258,7 +257,7 @@ def _guarded(outcome: RunOutcome, stage: str, call) -> Optional[StageResult]:
     except Exception as error:  # a bug: record it, keep the traceback for --debug
         outcome.internal_error = error
         return StageResult(stage=stage, succeeded=False, reason=INTERNAL_ERROR,
-                           message=redact_urls(f"{type(error).__name__}: {error}"),
+                           message=plain_message(f"{type(error).__name__}: {error}"),
                            started=started, finished=time.time())
 
 

@@ -35,6 +35,7 @@ from ..errors import (
     STORE_UNAVAILABLE,
     UNSUPPORTED_OPERATOR,
     ConversionError,
+    plain_message,
 )
 from ..spec import ConversionSpec, FactorySource, FileSource
 from .factory_import import import_factory
@@ -43,6 +44,9 @@ from .onnx_signature import check_onnx_inputs, check_onnx_outputs
 # Protocol 2 and later pickles start with the PROTO opcode followed by the protocol number.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 ZIP_MAGIC = b"PK\x03\x04"
+# The reason in a failed weights-only torch.load, e.g. "Unsupported global: GLOBAL
+# torch.nn.modules.linear.Linear was not an allowed global by default" (torch 2.13).
+WEIGHTS_UNPICKLER_ERROR = re.compile(r"WeightsUnpickler error: (.+?)(?:\.\s|\.?$)", re.MULTILINE)
 # Protobuf messages cannot exceed 2 GiB, so neither can a self-contained ONNX file.
 MAX_ONNX_BYTES = 2 * 1024**3
 # Constants that a .pt2 archive stores as Python or TorchBind pickles (names from
@@ -483,9 +487,10 @@ def read_weights(path: Path, weights_format: str, field: str) -> dict:
     except Exception as error:  # UnpicklingError, RuntimeError, EOFError...
         raise ConversionError(
             INVALID_MODEL,
-            f"{field}: {path.name} holds more than tensors, or is no torch.save file"
-            f" ({_first_line(error)}); modelconv loads state dicts with weights_only=True."
-            " Save model.state_dict() with safetensors.torch.save_file or torch.save.",
+            f"{field}: {path.name} contains more than tensors, or is not a torch.save file"
+            f" ({_first_line(error)}). modelconv never unpickles Python objects, so save"
+            " model.state_dict() with safetensors.torch.save_file (format: safetensors) or"
+            " torch.save (format: stateDict, read with torch.load(weights_only=True)).",
         ) from None
     if not isinstance(state, dict) or not all(
         isinstance(value, torch.Tensor) for value in state.values()
@@ -527,7 +532,11 @@ def load_weights_strictly(module, state: dict, field: str) -> None:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
+    text = plain_message(str(error)).strip()
+    unpickler = WEIGHTS_UNPICKLER_ERROR.search(text)
+    if unpickler is not None:
+        # torch's first line advises weights_only=False, which modelconv never uses.
+        return unpickler.group(1)[:300]
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 

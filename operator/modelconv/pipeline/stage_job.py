@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import errors
-from ..errors import ConversionError, InvalidSpec
-from ..redaction import redact_urls
+from ..errors import ConversionError, InvalidSpec, plain_message
 from .stage import StageContext, StageResult
 
 RUN_API_VERSION = "modelconv.io/run/v1"
@@ -342,7 +341,7 @@ def run_stage_job(stage: str, run_file: Path, *, workdir: Optional[Path] = None,
     except Exception as error:  # a bug or an infrastructure fault: let the Job retry
         if debug:
             traceback.print_exception(error, file=sys.stderr)
-        message = redact_urls(f"internal error: {type(error).__name__}: {error}")
+        message = plain_message(f"internal error: {type(error).__name__}: {error}")
         result = StageResult(stage=stage, succeeded=False, reason="InternalError",
                              message=message[:1000], started=started, finished=time.time())
         permanent = False

@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+from ..errors import strip_ansi
 from .artifacts import (
     INPUTS,
     OUTPUTS,
@@ -240,4 +241,6 @@ def _upload_compiled(spec: CheckSpec, session, run: Optional[BackendRun]) -> Opt
 
 
 def _bounded(text: str) -> str:
+    # Messages quote Core ML and coremltools errors, which may color their text for terminals.
+    text = strip_ansi(text)
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
