@@ -245,6 +245,20 @@ def outcome_lines(outcome: "RunOutcome") -> list[str]:
     return lines
 
 
+def precision_line(outcome: "RunOutcome") -> str:
+    """Return the precision of the published Core ML program, with what `auto` chose, or ""
+    when nothing was published."""
+    convert = outcome.result("convert")
+    if not outcome.succeeded or convert is None or "fp16_op_fraction" not in convert.metrics:
+        return ""
+    fraction = convert.metrics["fp16_op_fraction"]
+    published = "float32" if fraction == 0 else f"float16 in {fraction:.0%} of ops"
+    auto_outcome = convert.metrics.get("auto_precision")
+    if auto_outcome:
+        return f"Precision: {published} ({auto_outcome})"
+    return f"Precision: {published}"
+
+
 def plain_summary(outcome: "RunOutcome") -> str:
     """Return the summary as plain text: a fixed-width table, then the closing lines."""
     rows = summary_rows(outcome)
@@ -256,6 +270,9 @@ def plain_summary(outcome: "RunOutcome") -> str:
         source = _coreml_source(outcome)
         if source:
             text.append(source)
+    precision = precision_line(outcome)
+    if precision:
+        text.append(precision)
     text.extend(outcome_lines(outcome))
     return "\n".join(text)
 
@@ -283,6 +300,9 @@ def rich_summary(outcome: "RunOutcome") -> list:
         source = _coreml_source(outcome)
         if source:
             renderables.append(Text(source, style="dim"))
+    precision = precision_line(outcome)
+    if precision:
+        renderables.append(Text(precision))
     headline_style = "bold green" if outcome.succeeded else "bold red"
     for index, line in enumerate(outcome_lines(outcome)):
         renderables.append(Text(line, style=headline_style if index == 0 else ""))

@@ -230,6 +230,33 @@ def test_plain_summary_lists_outputs_and_failure():
     assert "Nothing was published." in lines
 
 
+def test_plain_summary_states_auto_fallback():
+    finished = outcome()
+    convert = finished.result("convert")
+    convert.metrics.update(
+        precision="auto: float32 (keeping single ops in float32 did not meet the tolerances)",
+        auto_precision="auto fell back to float32 because keeping single ops in float32 did"
+                       " not meet the tolerances",
+        fp16_op_fraction=0.0,
+    )
+    lines = plain_summary(finished).splitlines()
+    assert ("Precision: float32 (auto fell back to float32 because keeping single ops in"
+            " float32 did not meet the tolerances)") in lines
+
+
+def test_plain_summary_states_float16_share():
+    finished = outcome()
+    finished.result("convert").metrics.update(precision="float16", fp16_op_fraction=0.99)
+    lines = plain_summary(finished).splitlines()
+    assert "Precision: float16 in 99% of ops" in lines
+
+
+def test_plain_summary_of_failed_run_has_no_precision():
+    failed = outcome(validate_passed=False)
+    failed.result("convert").metrics.update(precision="float16", fp16_op_fraction=0.99)
+    assert "Precision:" not in plain_summary(failed)
+
+
 def test_plain_progress_writes_one_line_per_event():
     stream = io.StringIO()
     progress = PlainProgress(stream, summary=False)

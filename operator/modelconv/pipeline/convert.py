@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import (
     CONVERSION_FAILED,
@@ -65,6 +66,15 @@ DIAGNOSED_SAMPLES = 2
 FP16_SUFFIX = "_cast_fp16"
 
 
+class PrecisionChoice(NamedTuple):
+    """The precision a rung converted in, as report.json and the run summary state it."""
+
+    # The convert stage's `precision` metric: the requested precision, or what `auto` did.
+    note: str
+    # For coreml.precision auto, the outcome in one clause: "auto kept 3 ops in float32".
+    auto_outcome: str = ""
+
+
 class ExecutorFault(RuntimeError):
     """The reference executor itself failed; propagates instead of failing a rung."""
 
@@ -99,7 +109,7 @@ def run_convert(context: StageContext) -> StageResult:
     for rung in LADDERS[spec.coreml.path]:
         context.log(f"converting with {rung}")
         try:
-            mlmodel, precision_note = _convert_rung(spec, cache, rung, samples, context.workdir)
+            mlmodel, precision = _convert_rung(spec, cache, rung, samples, context.workdir)
         except WrongProgram as error:
             attempts.append(Attempt(rung, False, f"converted program is wrong: {error}"))
             wrong.append((rung, error))
@@ -111,7 +121,7 @@ def run_convert(context: StageContext) -> StageResult:
             attempts.append(Attempt(rung, False, summarize_error(error), operator_name(error, logged)))
             continue
         attempts.append(Attempt(rung, True))
-        return _result(context, mlmodel, rung, attempts, precision_note, samples_path)
+        return _result(context, mlmodel, rung, attempts, precision, samples_path)
     raise _ladder_failure(spec, attempts, wrong)
 
 
@@ -124,7 +134,7 @@ def _samples(context: StageContext, source) -> tuple[list[Sample], Path]:
 
 
 def _convert_rung(spec, cache: ProgramCache, rung: str, samples, workdir: Path):
-    """Convert on one rung and check the result; return (mlmodel, precision description)."""
+    """Convert on one rung and check the result; return (mlmodel, PrecisionChoice)."""
     import coremltools as ct
 
     with converter_errors_logged() as logged:
@@ -142,8 +152,11 @@ def _convert_rung(spec, cache: ProgramCache, rung: str, samples, workdir: Path):
             error.converter_log = list(logged)
             raise
     if spec.coreml.precision == "auto":
-        return mlmodel, "float32: precision auto needs the reference executor to check float16"
-    return mlmodel, spec.coreml.precision
+        return mlmodel, PrecisionChoice(
+            "float32: precision auto needs the reference executor to check float16",
+            "auto chose float32 because float16 cannot be checked without the reference executor",
+        )
+    return mlmodel, PrecisionChoice(spec.coreml.precision)
 
 
 def _convert_checked(spec, program, precision, samples, workdir: Path):
@@ -223,10 +236,17 @@ def _convert_auto(spec: ConversionSpec, program, samples: list[Sample], workdir:
             kept |= diverging
             continue
         fraction = fp16_op_fraction(mlmodel)
-        return mlmodel, f"auto: {fraction:.0%} of ops in float16, {len(kept)} kept in float32"
+        note = f"auto: {fraction:.0%} of ops in float16, {len(kept)} kept in float32"
+        if kept:
+            return mlmodel, PrecisionChoice(note, f"auto kept {len(kept)} ops in float32")
+        return mlmodel, PrecisionChoice(note, "auto met the tolerances in float16")
 
     mlmodel = _convert_checked(spec, program, ct.precision.FLOAT32, samples, workdir)
-    return mlmodel, "auto: float32 (keeping single ops in float32 did not meet the tolerances)"
+    return mlmodel, PrecisionChoice(
+        "auto: float32 (keeping single ops in float32 did not meet the tolerances)",
+        "auto fell back to float32 because keeping single ops in float32 did not meet the"
+        " tolerances",
+    )
 
 
 def _diverging_ops(spec, package: Path, samples: list[Sample], candidates: set[str]) -> set[str]:
@@ -268,16 +288,17 @@ def _save(mlmodel, path: Path) -> Path:
     return path
 
 
-def _result(context, mlmodel, rung, attempts, precision_note, samples_path) -> StageResult:
+def _result(context, mlmodel, rung, attempts, precision, samples_path) -> StageResult:
     package = _save(mlmodel, context.workdir / PACKAGE)
     shutil.rmtree(context.workdir / "candidate.mlpackage", ignore_errors=True)
     result = StageResult(stage="convert", succeeded=True)
-    result.message = f"converted with {rung} ({precision_note})"
+    result.message = f"converted with {rung} ({precision.note})"
     result.artifacts = {"mlpackage": package, "samples": samples_path}
     result.metrics = {
         "path": rung,
         "attempts": [item.as_dict() for item in attempts],
-        "precision": precision_note,
+        "precision": precision.note,
+        "auto_precision": precision.auto_outcome or None,
         "fp16_op_fraction": fp16_op_fraction(mlmodel),
         "mil_op_types": op_type_counts(mlmodel),
         "package_bytes": package_size(package),
