@@ -39,3 +39,53 @@ def test_interrupt_while_reading_the_file(tmp_path):
     assert "modelconv: interrupted" in stderr
     assert "Traceback" not in stderr
     assert stdout == ""
+
+
+# A factory that blocks while it reads a FIFO, so that a signal lands in the export stage
+# after the work directory exists.
+BLOCKING_FACTORY = '''
+import os
+
+import torch
+
+
+def linear():
+    with open(os.environ["BLOCKING_FACTORY_FIFO"]) as fifo:
+        fifo.read()
+    return torch.nn.Linear(8, 4)
+'''
+
+
+def _run_until_export(tmp_path, conversion_file):
+    """Start `modelconv run` and return (process, FIFO writer) once the export stage waits."""
+    (tmp_path / "blocking_factory.py").write_text(BLOCKING_FACTORY)
+    fifo = tmp_path / "factory.fifo"
+    os.mkfifo(fifo)
+    conversion = conversion_file(source={"factory": {"entrypoint": "blocking_factory:linear"}})
+    environment = dict(os.environ, PYTHONPATH=str(tmp_path), BLOCKING_FACTORY_FIFO=str(fifo))
+    process = subprocess.Popen(
+        [MODELCONV, "run", str(conversion), "--store", str(tmp_path / "releases"),
+         "--workdir", str(tmp_path / "work")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+    )
+    # Importing torch comes first, and takes long on a busy machine.
+    return process, _open_writer(fifo, attempts=3000)
+
+
+def test_interrupt_during_a_stage_names_the_rerun(tmp_path, conversion_file):
+    process, writer = _run_until_export(tmp_path, conversion_file)
+    try:
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        os.close(writer)
+
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr
+    (message,) = [line for line in stderr.splitlines() if line.startswith("modelconv:")]
+    assert message.startswith("modelconv: interrupted; nothing was published")
+    assert f"the files made so far are in {tmp_path / 'work'}" in message
+    assert message.endswith(
+        "Run the same `modelconv run` command again to convert and publish version 1.0.0"
+    )
+    assert (tmp_path / "work" / "report.json").is_file()

@@ -21,6 +21,7 @@ from modelconv.release import (
     list_releases,
     promote,
     publish_release,
+    publish_state,
     read_manifest,
     verify_release,
 )
@@ -769,3 +770,24 @@ def test_verify_of_an_unknown_version_is_not_found(store) -> None:
     with pytest.raises(ConversionError) as failure:
         verify_release(store, "mobilenet", "9.9.9")
     assert failure.value.reason == RELEASE_NOT_FOUND
+
+
+# --- the state a stopped run leaves -------------------------------------------------------
+
+
+def test_publish_state_without_manifest_names_the_rerun(folder_store) -> None:
+    state = publish_state(folder_store, "mobilenet", "1.0.0", ())
+    assert state.summary.startswith("nothing was published")
+    assert "has no manifest.json" in state.summary
+    assert state.next_step == (
+        "Run the same `modelconv run` command again to convert and publish version 1.0.0"
+    )
+
+
+def test_publish_state_of_complete_release(folder_store, tmp_path) -> None:
+    # Nothing is left to do, so the state has no next step.
+    publish(folder_store, release_files(tmp_path / "files", seed=50))
+    state = publish_state(folder_store, "mobilenet", "1.0.0", ())
+    assert state.summary.endswith("is published, with its index entry and channels")
+    assert state.next_step == ""
+    assert state.message() == state.summary

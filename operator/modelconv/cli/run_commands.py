@@ -180,7 +180,7 @@ def run_command(args: argparse.Namespace) -> int:
         stopped = getattr(interrupt, "outcome", None)  # None when Ctrl-C came before the run
         kept_workdir = stopped.workdir if stopped is not None and stopped.workdir_kept else None
         if args.output == "json":
-            document = failure_document(args, "interrupted", "Interrupted", state)
+            document = failure_document(args, "interrupted", "Interrupted", state.message())
             document.update(exit_code=EXIT_INTERRUPTED, **run_identity(conversion, args.store))
             if stopped is not None:
                 document.update(stages=stopped.entries, skipped=stopped.skipped)
@@ -190,7 +190,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(json.dumps(document, indent=2))
         where = (f"; the report and the files made so far are in {kept_workdir}"
                  if kept_workdir else "")
-        print(f"modelconv: interrupted; {state}{where}", file=sys.stderr)
+        next_step = f". {state.next_step}" if state.next_step else ""
+        print(f"modelconv: interrupted; {state.summary}{where}{next_step}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.junit:
         _write_junit(outcome, args.junit)

@@ -164,12 +164,12 @@ def finish_stopped_publish(
     )
 
 
-def stopped_run_state(conversion, store_option: Optional[str]) -> str:
-    """Return what a run stopped by Ctrl-C left in the store: nothing, or a version to finish.
+def stopped_run_state(conversion, store_option: Optional[str]):
+    """Return the PublishState of a run stopped by Ctrl-C: nothing, or a version to finish.
 
     The stop may have come after the manifest was written, so the store is read to find out.
     """
-    from ..release import publish_state_message
+    from ..release import PublishState, publish_state
     from ..store import open_store
     from .run import resolve_store
 
@@ -177,15 +177,17 @@ def stopped_run_state(conversion, store_option: Optional[str]) -> str:
     store_url = resolve_store(conversion, store_option)
     try:
         store = open_store(store_url)
-        return publish_state_message(
+        return publish_state(
             store, spec.publish.model, spec.publish.version, tuple(spec.publish.channels)
         )
     except (ConversionError, OSError, KeyboardInterrupt) as error:
         # A second Ctrl-C or an unreachable store: report what is unknown and how to check it.
         cause = error.message if isinstance(error, ConversionError) else type(error).__name__
-        return (
+        return PublishState(
             f"could not read {store_url} to find whether version {spec.publish.version} was"
-            f" published ({cause}); `modelconv releases` and `modelconv verify` show it"
+            f" published ({cause})",
+            "`modelconv releases` and `modelconv verify` show it, and running the same"
+            " `modelconv run` command again finishes the release",
         )
 
 

@@ -32,7 +32,7 @@ from .manifest import (
 )
 from .package import zip_package
 from .publish import (
-    PublishedRelease, complete_release, publish_release, publish_state_message,
+    PublishedRelease, PublishState, complete_release, publish_release, publish_state,
 )
 from .verify import FileCheck, ReleaseIntegrityError, VerifyReport, verify_release
 
@@ -43,6 +43,7 @@ __all__ = [
     "ChannelPointer",
     "FileCheck",
     "PublishedRelease",
+    "PublishState",
     "ReleaseCatalog",
     "ReleaseEntry",
     "ReleaseIntegrityError",
@@ -52,7 +53,7 @@ __all__ = [
     "promote",
     "publish_release",
     "complete_release",
-    "publish_state_message",
+    "publish_state",
     "read_manifest",
     "tool_versions",
     "verify_release",

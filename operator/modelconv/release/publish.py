@@ -399,17 +399,34 @@ def complete_release(
                             pending)
 
 
-def publish_state_message(store: Store, model: str, version: str, channels: tuple[str, ...]) -> str:
-    """Return a sentence on what a stopped run left published: nothing, or a version to finish."""
+@dataclasses.dataclass(frozen=True)
+class PublishState:
+    """What a stopped run left in the store, and the sentence on how to finish it."""
+
+    summary: str
+    # Empty when the release is complete.
+    next_step: str = ""
+
+    def message(self) -> str:
+        return f"{self.summary}. {self.next_step}" if self.next_step else self.summary
+
+
+def publish_state(store: Store, model: str, version: str, channels: tuple[str, ...]) -> PublishState:
+    """Return what a stopped run left published (nothing, or a version to finish) and the next
+    step."""
     stored = read_manifest(store, model, version)
     location = store.url_of(release_folder(model, version))
     if stored is None:
-        return f"nothing was published ({location} has no manifest.json)"
+        return PublishState(
+            f"nothing was published ({location} has no manifest.json)",
+            f"Run the same `modelconv run` command again to convert and publish version {version}",
+        )
     missing_from_index, pending = unfinished_steps(store, stored, tuple(channels))
     if not missing_from_index and not pending:
-        return f"{location} is published, with its index entry and channels"
+        return PublishState(f"{location} is published, with its index entry and channels")
     left = (["index.json"] if missing_from_index else []) + [f"channel {c}" for c in pending]
-    return (
+    return PublishState(
         f"{location} is published (its manifest.json is written), but these are not updated"
-        f" yet: {', '.join(left)}. {completion_hint(location, tuple(pending))}"
+        f" yet: {', '.join(left)}",
+        completion_hint(location, tuple(pending)),
     )
