@@ -1,13 +1,16 @@
-"""Ctrl-C outside a running pipeline ends `modelconv` with exit code 130 and one line."""
+"""Ctrl-C ends `modelconv` with exit code 130 and one line, from start-up imports to a stage."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from cli_runs import MODELCONV
+
+from modelconv import cli
 
 
 def _open_writer(fifo, attempts: int = 300) -> int:
@@ -18,6 +21,29 @@ def _open_writer(fifo, attempts: int = 300) -> int:
         except OSError:  # ENXIO: no reader yet
             time.sleep(0.1)
     raise AssertionError(f"modelconv did not open {fifo} within {attempts} attempts")
+
+
+def test_interrupt_during_command_imports(monkeypatch, capsys):
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_import)
+    assert cli.main(["--help"]) == 130
+    captured = capsys.readouterr()
+    assert captured.err == "modelconv: interrupted\n"
+    assert captured.out == ""
+
+
+def test_entry_point_module_imports_nothing_slow():
+    # Python has loaded os and sys before the console script runs. Anything the module imports
+    # at the top runs outside main's KeyboardInterrupt handler.
+    program = (
+        "import sys; loaded = set(sys.modules); import modelconv.cli;"
+        " print(sorted(set(sys.modules) - loaded))"
+    )
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            check=True, timeout=120)
+    assert result.stdout.strip() == "['__future__', 'modelconv', 'modelconv.cli']"
 
 
 def test_interrupt_while_reading_the_file(tmp_path):

@@ -3,14 +3,21 @@
 Each command group lives in its own module with a `register(subparsers)` function. Heavy
 libraries (torch, onnx, coremltools) are imported inside command handlers only, so
 `modelconv operator` and `modelconv agent` start without them.
+
+`main` is the console script's entry point. This module imports only `os` and `sys` at the
+top, which Python has loaded before any script runs. Everything else, argparse included, is
+imported inside `main`, so a Ctrl-C during those imports ends with one line and code 130.
+NOTE: a Ctrl-C in the first milliseconds, while Python itself starts and imports this
+module, still ends with Python's own traceback, because no code of modelconv runs yet.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
+
+# The shell's convention for a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
 
 # Command modules, in the order their commands appear in `--help`.
 COMMAND_MODULES = (
@@ -22,7 +29,10 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> "argparse.ArgumentParser":
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="modelconv",
         description="Convert PyTorch and ONNX models to validated Core ML packages.",
@@ -41,15 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         # Commands that can leave work half done (run, apply) report their own state first.
-        # Elsewhere, Ctrl-C (while a file loads, a listing runs) ends with the usual 130.
+        # Elsewhere, Ctrl-C (during imports, while a file loads, a listing runs) ends with
+        # the usual 130.
         print("modelconv: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout exited early (`modelconv schema | head`): not an error of ours.
         # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
