@@ -54,6 +54,13 @@ def plain_message(text: str) -> str:
     return redact_urls(strip_ansi(text))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the signal lands so that `modelconv run` stops as on Ctrl-C.
+
+    A subclass of KeyboardInterrupt, so every handler of Ctrl-C also cleans up after it.
+    """
+
+
 class ConversionError(Exception):
     """A classified failure with a CamelCase `reason` and a `message` stating what to do."""
 

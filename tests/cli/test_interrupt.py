@@ -1,7 +1,8 @@
-"""Ctrl-C ends `modelconv` with exit code 130 and one line, from start-up imports to a stage."""
+"""Ctrl-C (exit code 130) and SIGTERM (143) end `modelconv` with one line, imports to stages."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -70,6 +71,7 @@ def test_interrupt_while_reading_the_file(tmp_path):
 # A factory that blocks while it reads a FIFO, so that a signal lands in the export stage
 # after the work directory exists.
 BLOCKING_FACTORY = '''
+import json
 import os
 
 import torch
@@ -115,3 +117,22 @@ def test_interrupt_during_a_stage_names_the_rerun(tmp_path, conversion_file):
         "Run the same `modelconv run` command again to convert and publish version 1.0.0"
     )
     assert (tmp_path / "work" / "report.json").is_file()
+
+
+def test_sigterm_during_a_stage_stops_like_ctrl_c(tmp_path, conversion_file):
+    process, writer = _run_until_export(tmp_path, conversion_file)
+    try:
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        os.close(writer)
+
+    assert process.returncode == 143, stdout + stderr
+    assert "Traceback" not in stderr
+    (message,) = [line for line in stderr.splitlines() if line.startswith("modelconv:")]
+    assert message.startswith("modelconv: terminated (SIGTERM); nothing was published")
+    assert message.endswith("Run the same `modelconv run` command again to convert and publish"
+                            " version 1.0.0")
+    report = json.loads((tmp_path / "work" / "report.json").read_text())
+    assert report["reason"] == "Interrupted"
+    assert report["message"] == "stopped by SIGTERM before any stage finished"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import jsonschema
@@ -18,6 +20,7 @@ from modelconv.errors import INTEGRITY_FAILED, INVALID_SPEC, VERSION_EXISTS, Con
 from modelconv.release import (
     RELEASE_NOT_FOUND,
     ReleaseIntegrityError,
+    complete_release,
     list_releases,
     promote,
     publish_release,
@@ -28,7 +31,7 @@ from modelconv.release import (
 from modelconv.release.catalog import CHANNELS_FOLDER, INDEX_FILE
 from modelconv.spec import RESERVED_VERSIONS, parse_conversion
 from modelconv.store import open_store
-from modelconv.store.folder import FolderStore
+from modelconv.store.folder import TEMP_PREFIX, FolderStore
 from modelconv.store.s3 import S3Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -791,3 +794,53 @@ def test_publish_state_of_complete_release(folder_store, tmp_path) -> None:
     assert state.summary.endswith("is published, with its index entry and channels")
     assert state.next_step == ""
     assert state.message() == state.summary
+
+
+# --- temporary files of killed writes -----------------------------------------------------
+
+
+def test_publish_removes_stale_temporary_files(folder_store, tmp_path) -> None:
+    version_folder = folder_store.root / "mobilenet" / "1.0.0"
+    version_folder.mkdir(parents=True)
+    stale = version_folder / f"{TEMP_PREFIX}killed"
+    stale.write_bytes(b"part of a file")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+    # A newer one may be a concurrent writer's, so it stays.
+    hour_ahead = time.time() + 3600
+    current = version_folder / f"{TEMP_PREFIX}writing"
+    current.write_bytes(b"")
+    os.utime(current, (hour_ahead, hour_ahead))
+
+    publish(folder_store, release_files(tmp_path / "files", seed=60))
+
+    assert not stale.exists()
+    assert current.exists()
+
+
+def test_verify_lists_temporary_files(folder_store, tmp_path) -> None:
+    publish(folder_store, release_files(tmp_path / "files", seed=61))
+    leftover = folder_store.root / "mobilenet" / "1.0.0" / f"{TEMP_PREFIX}killed"
+    leftover.write_bytes(b"part of a file")
+
+    report = verify_release(folder_store, "mobilenet", "1.0.0")
+
+    assert report.ok
+    assert report.unlisted == (f"{TEMP_PREFIX}killed",)
+
+
+def test_rerun_of_stopped_publish_removes_temporary_files(folder_store, tmp_path) -> None:
+    # A publish stopped after its manifest is finished by complete_release.
+    files = release_files(tmp_path / "files", seed=62)
+    publish(folder_store, files)
+    index = folder_store.root / "mobilenet" / "index.json"
+    index.unlink()
+    stale = folder_store.root / "mobilenet" / "1.0.0" / f"{TEMP_PREFIX}killed"
+    stale.write_bytes(b"")
+    hour_ago = time.time() - 3600
+    os.utime(stale, (hour_ago, hour_ago))
+
+    completed = complete_release(folder_store, "mobilenet", "1.0.0", (), "cd" * 32)
+
+    assert completed is not None
+    assert not stale.exists()

@@ -18,6 +18,8 @@ import sys
 
 # The shell's convention for a process ended by SIGINT (128 + 2).
 EXIT_INTERRUPTED = 130
+# 128 + 15: SIGTERM, which `modelconv run` handles like Ctrl-C.
+EXIT_TERMINATED = 143
 
 # Command modules, in the order their commands appear in `--help`.
 COMMAND_MODULES = (
@@ -55,10 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         # Commands that can leave work half done (run, apply) report their own state first.
         # Elsewhere, Ctrl-C (during imports, while a file loads, a listing runs) ends with
         # the usual 130.
+        from ..errors import Terminated
+
+        if isinstance(interrupt, Terminated):
+            print("modelconv: terminated (SIGTERM)", file=sys.stderr)
+            return EXIT_TERMINATED
         print("modelconv: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:

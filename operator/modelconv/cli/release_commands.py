@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import traceback
+from pathlib import PurePosixPath
 from typing import Callable
 
 from ..errors import (
@@ -181,8 +182,14 @@ def _print_report(report, output: str) -> None:
     _print_table(rows)
     for problem in report.problems:
         print(f"problem: {problem}")
+    from ..store.folder import TEMP_PREFIX
+
     for name in report.unlisted:
-        print(f"note: {name} is in the release folder but not in the manifest (ignored)")
+        if PurePosixPath(name).name.startswith(TEMP_PREFIX):
+            print(f"note: {name} is a temporary file of a stopped write; readers ignore it,"
+                  " and it can be deleted")
+        else:
+            print(f"note: {name} is in the release folder but not in the manifest (ignored)")
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:

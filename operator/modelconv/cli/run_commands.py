@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -20,14 +21,15 @@ import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..errors import INVALID_ARGUMENT, ConversionError, plain_message
+from ..errors import INVALID_ARGUMENT, ConversionError, Terminated, plain_message
 
 # Loggers of the libraries that a run drives. Their warnings are noise to users, so they are
 # silenced unless --debug is set.
 LIBRARY_LOGGERS = ("coremltools", "torch", "onnxscript", "onnx_ir", "onnx2torch", "transformers")
 
-# The shell's convention for a process ended by SIGINT (128 + 2).
+# The shell's convention for a process ended by SIGINT (128 + 2) or SIGTERM (128 + 15).
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 DEBUG_HINT = "rerun with `modelconv --debug run ...` to see the stack trace"
 
@@ -145,6 +147,9 @@ def _observer(output: str):
 def run_command(args: argparse.Namespace) -> int:
     from ..spec import load_conversion
 
+    # SIGTERM (from `timeout`, or a CI runner that cancels a job) cleans up and reports like
+    # Ctrl-C, instead of killing the process mid-write.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     quiet_libraries(args.debug)
     try:
         check_run_options(args)
@@ -178,10 +183,12 @@ def run_command(args: argparse.Namespace) -> int:
 
         state = stopped_run_state(conversion, args.store)
         stopped = getattr(interrupt, "outcome", None)  # None when Ctrl-C came before the run
+        terminated = isinstance(interrupt, Terminated)
+        exit_code = EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         kept_workdir = stopped.workdir if stopped is not None and stopped.workdir_kept else None
         if args.output == "json":
             document = failure_document(args, "interrupted", "Interrupted", state.message())
-            document.update(exit_code=EXIT_INTERRUPTED, **run_identity(conversion, args.store))
+            document.update(exit_code=exit_code, **run_identity(conversion, args.store))
             if stopped is not None:
                 document.update(stages=stopped.entries, skipped=stopped.skipped)
             if kept_workdir is not None:
@@ -191,8 +198,9 @@ def run_command(args: argparse.Namespace) -> int:
         where = (f"; the report and the files made so far are in {kept_workdir}"
                  if kept_workdir else "")
         next_step = f". {state.next_step}" if state.next_step else ""
-        print(f"modelconv: interrupted; {state.summary}{where}{next_step}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        stop = "terminated (SIGTERM)" if terminated else "interrupted"
+        print(f"modelconv: {stop}; {state.summary}{where}{next_step}", file=sys.stderr)
+        return exit_code
     if args.junit:
         _write_junit(outcome, args.junit)
 
@@ -203,6 +211,10 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.output == "json" and not outcome.succeeded:
         print(f"modelconv: {outcome.reason}: {outcome.message}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
 
 
 def check_run_options(args: argparse.Namespace) -> None:

@@ -69,8 +69,11 @@ class RunOutcome:
     workdir_kept: bool = False
     # True once a stage has begun to write into the work directory.
     stage_started: bool = False
-    # True when Ctrl-C stopped the run; the stages recorded before it may all have succeeded.
+    # True when Ctrl-C or SIGTERM stopped the run; the stages recorded before it may all have
+    # succeeded.
     interrupted: bool = False
+    # What stopped an interrupted run, for the report: "Ctrl-C" or "SIGTERM".
+    stopped_by: str = ""
 
     @property
     def succeeded(self) -> bool:
@@ -206,6 +209,7 @@ def run_pipeline(
             _run_stages(outcome, observer)
     except KeyboardInterrupt as interrupt:
         outcome.interrupted = True
+        outcome.stopped_by = "SIGTERM" if isinstance(interrupt, errors.Terminated) else "Ctrl-C"
         interrupt.outcome = outcome  # read by the CLI after _finish below has run
         raise
     finally:
@@ -360,8 +364,8 @@ def _finish(outcome: RunOutcome, keep_workdir: bool, temporary: bool) -> None:
         if outcome.interrupted:
             done = [result.stage for result in outcome.results]
             report.update(succeeded=False, reason="Interrupted", message=(
-                f"stopped by Ctrl-C after {', '.join(done)}" if done
-                else "stopped by Ctrl-C before any stage finished"))
+                f"stopped by {outcome.stopped_by} after {', '.join(done)}" if done
+                else f"stopped by {outcome.stopped_by} before any stage finished"))
         write_report(report, outcome.workdir)
         outcome.report_dir = outcome.workdir
         outcome.workdir_kept = True

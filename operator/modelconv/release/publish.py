@@ -40,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -107,6 +108,7 @@ def publish_release(
     check_manifest_fields(manifest, model=model, version=version)
     folder = release_folder(model, version)
     location = store.url_of(folder)
+    started = time.time()
 
     stored = read_manifest(store, model, version)
     if stored is None:
@@ -126,6 +128,7 @@ def publish_release(
     # The version is visible from here on. What follows only makes it easier to find.
     try:
         _restore_plain_names(store, folder, stored.document, files)
+        _remove_unfinished_writes(store, folder, started)
         record_in_index(store, model, version, stored.sha256, stored.document["createdAt"])
         for channel in channels:
             move_channel(store, model, channel, version, stored.sha256)
@@ -240,6 +243,16 @@ def _restore_plain_names(
         log.info(
             "replaced the leftover %s with the published bytes", store.url_of(f"{folder}/{name}")
         )
+
+
+def _remove_unfinished_writes(store: Store, folder: str, started: float) -> None:
+    """Remove the temporary files that killed publishes of this version left in its folder.
+
+    Only files older than this publish are removed, because a newer one may belong to a
+    concurrent publisher that is still writing. That publisher loses to this manifest anyway.
+    """
+    for key in store.remove_unfinished_writes(folder, older_than=started):
+        log.info("removed %s, left by a stopped publish", store.url_of(key))
 
 
 def _has_digest(store: Store, existing: ObjectInfo, digest: Digest) -> bool:
@@ -384,9 +397,11 @@ def complete_release(
     was made from another spec (its `specSha256` differs), or when nothing is left to do.
     No file of the release is read or written again.
     """
+    started = time.time()
     stored = read_manifest(store, model, version)
     if stored is None or stored.document.get("specSha256") != spec_sha256:
         return None
+    _remove_unfinished_writes(store, release_folder(model, version), started)
     missing_from_index, pending = unfinished_steps(store, stored, tuple(channels))
     if not missing_from_index and not pending:
         return None
@@ -401,7 +416,7 @@ def complete_release(
 
 @dataclasses.dataclass(frozen=True)
 class PublishState:
-    """What a stopped run left in the store, and the sentence on how to finish it."""
+    """The state of a stopped run's release in the store, and the sentence on how to finish it."""
 
     summary: str
     # Empty when the release is complete.

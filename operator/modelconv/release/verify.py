@@ -114,7 +114,9 @@ def verify_release(store: Store, model: str, version: str) -> VerifyReport:
                         Path(scratch))
             for name in sorted(listed)
         )
-    stored_keys = {key.removeprefix(f"{folder}/") for key in store.list(f"{folder}/")}
+    # `list` leaves out the temporary files of stopped writes, so they are added here.
+    found = store.list(f"{folder}/") + store.unfinished_writes(folder)
+    stored_keys = {key.removeprefix(f"{folder}/") for key in found}
     # A file stored under a content-addressed key has a copy under its plain name as well.
     listed_keys = {entry.get("key", name) for name, entry in listed.items()} | set(listed)
     report = VerifyReport(

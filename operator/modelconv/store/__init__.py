@@ -149,6 +149,22 @@ class Store(abc.ABC):
         the permissions a publisher needs.
         """
 
+    def unfinished_writes(self, folder: str) -> list[str]:
+        """Return the sorted keys of temporary files that stopped writes left under `folder`.
+
+        `list` leaves them out. The default returns none, because an S3 object exists only
+        once its upload is complete.
+        """
+        return []
+
+    def remove_unfinished_writes(self, folder: str, older_than: float) -> list[str]:
+        """Remove the temporary files of `unfinished_writes` last modified before
+        `older_than` (seconds since the epoch) and return their keys.
+
+        A newer one may belong to a write still in progress, so it is kept.
+        """
+        return []
+
     def open_source(self, path: Path) -> BinaryIO:
         """Open a local file for upload. Tests override this to make reads fail midway."""
         return open(path, "rb")

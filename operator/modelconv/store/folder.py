@@ -188,6 +188,34 @@ class FolderStore(Store):
             ]
         return sorted(key for key in keys if key.startswith(prefix))
 
+    def unfinished_writes(self, folder: str) -> list[str]:
+        return sorted(key for key, _ in self._temp_files(folder))
+
+    def remove_unfinished_writes(self, folder: str, older_than: float) -> list[str]:
+        removed = []
+        with self._errors(folder):
+            for key, path in self._temp_files(folder):
+                try:
+                    if path.stat().st_mtime >= older_than:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:  # its writer finished or removed it meanwhile
+                    continue
+                removed.append(key)
+        return sorted(removed)
+
+    def _temp_files(self, folder: str) -> list[tuple[str, Path]]:
+        """Return (key, path) of each temporary file under `folder`, subfolders included."""
+        start = self._path(folder)
+        with self._errors(folder):
+            if not start.is_dir():
+                return []
+            return [
+                (path.relative_to(self.root).as_posix(), path)
+                for path in start.rglob(f"{TEMP_PREFIX}*")
+                if path.is_file()
+            ]
+
     # --- paths and errors ---------------------------------------------------------------
 
     def _path(self, key: str) -> Path:
