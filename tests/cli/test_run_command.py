@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -347,3 +348,19 @@ def test_junit_write_failure_prints_one_line(capsys, monkeypatch):
     error = capsys.readouterr().err
     assert "the release was published, but the JUnit file /proc/modelconv-junit.xml" in error
     assert "Traceback" not in error
+
+
+def test_run_help_lists_every_exit_code():
+    result = run_cli("run", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for code in ("0 published", "1 conversion or validation failed", "2 invalid input",
+                 "130 interrupted (Ctrl-C)", "143 stopped by SIGTERM"):
+        assert code in text
+
+
+def test_version_prints_package_version():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"modelconv {pyproject['project']['version']}\n"

@@ -40,6 +40,8 @@ def build_parser() -> "argparse.ArgumentParser":
         description="Convert PyTorch and ONNX models to validated Core ML packages.",
     )
     parser.add_argument("--debug", action="store_true", help="show stack traces on errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
+                        help="print the version of the installed modelconv package and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -50,6 +52,19 @@ def build_parser() -> "argparse.ArgumentParser":
             continue  # that command group is not built yet
         module.register(subparsers)
     return parser
+
+
+def package_version() -> str:
+    """Return the version of the installed modelconv package (pyproject.toml's version)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("modelconv")
+    except metadata.PackageNotFoundError:
+        # Imported from a source tree that was never installed.
+        from .. import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,8 @@
 """`modelconv run`, `modelconv schema` and `modelconv stage`.
 
 `run` executes the pipeline in this process and exits 0 (published), 1 (conversion or
-validation failed, or an internal error) or 2 (bad input: invalid spec, source not found,
-invalid model). A classified failure prints its reason and what to do, never a traceback;
+validation failed, or an internal error), 2 (bad input: invalid spec, source not found,
+invalid model), 130 (Ctrl-C) or 143 (SIGTERM). A classified failure prints its reason and what to do, never a traceback;
 `modelconv --debug run ...` adds the traceback of an internal error.
 """
 
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
             "Run export, convert, validate and publish for a ModelConversion file on this"
             " machine. The release goes to --store, else spec.publish.store, else"
             " ./modelconv-releases. Exit codes: 0 published, 1 conversion or validation"
-            " failed, 2 invalid input."
+            " failed, 2 invalid input, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM."
         ),
     )
     run.add_argument("file", metavar="FILE.yaml", help="ModelConversion file")
