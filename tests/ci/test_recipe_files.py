@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 
 import pytest
 import yaml
@@ -25,6 +26,7 @@ from recipes import (
     GITLAB,
     INSTALL_COMMANDS,
     JENKINSFILE,
+    REPO_ROOT,
     PRODUCT_VERSION,
     RecipeError,
     github_steps,
@@ -223,3 +225,22 @@ def test_ci_role_grants_only_the_apply_verbs():
     assert sorted(rule["verbs"]) == ["create", "get", "patch", "watch"]
     assert REQUIRED_VERBS == "get, create, patch and watch"
     assert shutil.which("sed"), "the cluster recipes fill the template with sed"
+
+
+# An install from a checkout, as the README and docs/examples.md write it.
+CHECKOUT_INSTALL = re.compile(r"pip install -c (\S+) '([^'\[]+)\[([\w,-]+)\]'")
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/examples.md"])
+def test_checkout_install_fits_repository_layout(document):
+    text = (REPO_ROOT / document).read_text()
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    lines = CHECKOUT_INSTALL.findall(text)
+    assert lines, f"{document} has no pip install -c ... line"
+    for constraints, target, requested in lines:
+        # Both paths are relative to the one folder the command runs in.
+        assert (REPO_ROOT / constraints).is_file()
+        assert (REPO_ROOT / target / "pyproject.toml").is_file()
+        for extra in requested.split(","):
+            assert extra in extras
