@@ -43,10 +43,14 @@ def test_tolerance_hint_skips_tried_settings(precision, path, suggested, not_sug
         assert setting not in error.message
 
 
-@pytest.mark.parametrize(("path", "suggested"), [("auto", None), ("export", "trace"), ("trace", "export")])
+@pytest.mark.parametrize(
+    ("path", "suggested"), [("auto", None), ("export", "trace"), ("trace", "export")]
+)
 def test_unsupported_operator_hint_names_untried_path(path, suggested):
     spec = make_spec("linear", coreml={"path": path})
-    attempts = [Attempt(rung, False, "NotImplementedError", "aten::bucketize") for rung in LADDERS[path]]
+    attempts = [
+        Attempt(rung, False, "NotImplementedError", "aten::bucketize") for rung in LADDERS[path]
+    ]
     error = _classify_ladder_failure(spec, attempts, [])
     assert error.reason == "UnsupportedOperator"
     if suggested is None:

@@ -43,7 +43,9 @@ def test_conversion_error_message_has_no_escapes():
 def test_torch_onnx_failure_summary_names_the_cause():
     try:
         try:
-            raise GuardOnDataDependentSymNode("Could not guard on data-dependent expression Eq(u0, 1)")
+            raise GuardOnDataDependentSymNode(
+                "Could not guard on data-dependent expression Eq(u0, 1)"
+            )
         except GuardOnDataDependentSymNode as cause:
             raise TorchExportError(TORCH_ONNX_STEP_ONE) from cause
     except TorchExportError as error:

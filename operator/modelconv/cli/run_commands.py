@@ -2,8 +2,9 @@
 
 `run` executes the pipeline in this process and exits 0 (published), 1 (conversion or
 validation failed, or an internal error), 2 (bad input: invalid spec, source not found,
-invalid model), 130 (Ctrl-C) or 143 (SIGTERM). A classified failure prints its reason and what to do, never a traceback;
-`modelconv --debug run ...` adds the traceback of an internal error.
+invalid model), 130 (Ctrl-C) or 143 (SIGTERM). A classified failure prints its reason and
+what to do, never a traceback. `modelconv --debug run ...` adds the traceback of an
+internal error.
 """
 
 from __future__ import annotations

@@ -36,7 +36,8 @@ TORCH_ONNX_STEP = re.compile(r"^(Failed to .*?)\. This is step \d/3 of exporting
 TORCH_ONNX_SUMMARY = re.compile(r"## Exception summary\s+<class '(?:[\w.]+\.)?(\w+)'>: ([^\n]+)")
 # torch.export's pointer to the line of the model that raised.
 RAISING_CALL = re.compile(
-    r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]+)'
+    r'The following call raised this error:\s*\n'
+    r'\s*File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]+)'
 )
 # Maximum length of the error text kept per attempt, in characters.
 MAX_ERROR_TEXT = 300

@@ -426,7 +426,9 @@ class PublishState:
         return f"{self.summary}. {self.next_step}" if self.next_step else self.summary
 
 
-def publish_state(store: Store, model: str, version: str, channels: tuple[str, ...]) -> PublishState:
+def publish_state(
+    store: Store, model: str, version: str, channels: tuple[str, ...]
+) -> PublishState:
     """Return what a stopped run left published (nothing, or a version to finish) and the next
     step."""
     stored = read_manifest(store, model, version)
