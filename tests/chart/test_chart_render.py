@@ -228,6 +228,12 @@ def test_store_settings_reach_the_operator(rendered_sets):
     ({"image": {"digest": "sha256:abc"}}, "at '/image/digest': 'sha256:abc' does not match"),
     ({"store": {"uri": "gs://bucket"}}, "at '/store/uri': 'gs://bucket' does not match"),
     ({"crds": {"keep": "yes"}}, "at '/crds/keep': got string, want boolean"),
+    ({"stages": {"env": {"bad-name": "1"}}},
+     "at '/stages/env': additional properties 'bad-name' not allowed"),
+    ({"stages": {"env": {"HF_HUB_OFFLINE": True}}},
+     "at '/stages/env/HF_HUB_OFFLINE': got boolean, want string"),
+    ({"stages": {"env": {"OMP_NUM_THREADS": 4}}},
+     "at '/stages/env/OMP_NUM_THREADS': got number, want string"),
 ])
 def test_schema_rejects_bad_values_with_their_path(render, values, message):
     with pytest.raises(ChartRenderError) as raised:

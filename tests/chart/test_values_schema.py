@@ -61,7 +61,10 @@ def test_every_object_rejects_unknown_keys():
             continue
         if "properties" in schema and schema.get("additionalProperties") is not False:
             loose.append(path)
-        if "properties" not in schema and not isinstance(schema.get("additionalProperties"), dict):
+        if "patternProperties" in schema and schema.get("additionalProperties") is not False:
+            loose.append(path)
+        map_with_typed_values = isinstance(schema.get("additionalProperties"), dict)
+        if not ("properties" in schema or "patternProperties" in schema or map_with_typed_values):
             loose.append(path)
     assert loose == []
 
