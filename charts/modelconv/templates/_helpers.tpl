@@ -65,6 +65,27 @@ helm.sh/resource-policy: keep
 {{- end }}
 {{- end -}}
 
+{{/* Environment variables that the chart sets on the operator container, before extraEnv. */}}
+{{- define "modelconv.operatorEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- with .Values.store.region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.store.credentialsSecret }}
+# Credentials come from the Secret, so the AWS SDK never needs the instance metadata service.
+- name: AWS_EC2_METADATA_DISABLED
+  value: "true"
+{{- end }}
+{{- end -}}
+
 {{/* Arguments of `modelconv operator` (modelconv operator --help describes each). */}}
 {{- define "modelconv.operatorArgs" -}}
 {{- $election := .Values.leaderElection -}}
