@@ -31,3 +31,17 @@ def test_notes_name_default_account_for_all_namespaces(helm_without_cluster):
     assert "stages.serviceAccount has no effect" in notes
     assert '"modelconv-stage"' not in notes
     assert "mount no ServiceAccount token" in notes
+
+
+def test_notes_ask_for_secret_in_release_namespace(helm_without_cluster):
+    notes = install_notes(helm_without_cluster, {"store": {"credentialsSecret": "modelconv-s3"}})
+    assert 'The operator and the stage Jobs read S3 credentials from the Secret "modelconv-s3"' \
+        in notes
+    assert 'It must exist in namespace "modelconv-system"' in notes
+    assert "CreateContainerConfigError" in notes
+    assert "in each namespace that holds ModelConversions" in notes
+
+
+def test_notes_omit_secret_without_one(helm_without_cluster):
+    notes = install_notes(helm_without_cluster)
+    assert "Secret" not in notes
