@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,15 @@ def test_status_subresource_and_printer_columns():
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Worst Error"] == ".status.metrics.worstError"
     assert columns["Age"] == ".metadata.creationTimestamp"
+
+
+def test_wide_sample_in_docs_shows_every_column():
+    # kubectl prints NAME, then each printer column's name in upper case.
+    lines = (REPO_ROOT / "docs" / "operator.md").read_text().splitlines()
+    header = lines[lines.index("$ kubectl get mconv -o wide") + 1]
+    columns = crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]
+    expected = ["NAME"] + [column["name"].upper() for column in columns]
+    assert re.split(r" {2,}", header) == expected
 
 
 def test_schema_is_structural():
