@@ -44,7 +44,13 @@ def test_options_become_the_operator_config():
     (["--stage-env", "NOVALUE"], "expected NAME=VALUE"),
     (["--lease-duration", "5", "--renew-deadline", "10"], "--retry-period < --renew-deadline"),
     (["--stage-command", ""], "must not be empty"),
-    (["--presign-endpoint", "minio.example.com:9000"], "expected an http:// or https:// URL"),
+    (["--presign-endpoint", "minio.example.com:9000"], "is not a valid endpoint URL"),
+    (["--store", "http://x/y"], "--store: unsupported store URL http://x/y: use s3://"),
+    (["--store", "s3://"], "--store: 's3://' names no bucket: give s3://BUCKET"),
+    (["--store", "s3://Bad_Bucket/p"], "--store: invalid bucket name 'Bad_Bucket'"),
+    (["--store", "file://host/dir"], "--store: .* a file:// store must be local"),
+    (["--s3-endpoint", "notaurl"], "--s3-endpoint 'notaurl' is not a valid endpoint URL"),
+    (["--s3-endpoint", "http://127.0.0.1:9000/?x=1"], "--s3-endpoint .* has credentials, a query"),
     (["--stage-service-account", "Stage_Runner"], "expected a Kubernetes object name"),
     (["--image-pull-grace", "0"], "--image-pull-grace 0.0: expected at least 5"),
     (["--recheck-interval", "-1"], "--recheck-interval -1.0: expected at least 1"),
@@ -60,6 +66,19 @@ def test_invalid_options_exit_with_code_2():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "--stage-env 'oops': expected NAME=VALUE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--store", "http://x/y"],
+    ["--s3-endpoint", "notaurl"],
+    ["--presign-endpoint", "ftp://x"],
+])
+def test_invalid_store_options_exit_with_one_line(argv):
+    result = subprocess.run([MODELCONV, "operator", *argv], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"modelconv operator: {argv[0]}")
+    assert result.stderr.count("\n") == 1
     assert "Traceback" not in result.stderr
 
 

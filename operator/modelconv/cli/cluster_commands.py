@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Optional
 
@@ -174,12 +173,32 @@ def _stage_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def _endpoint_option(option: str, url: Optional[str]) -> Optional[str]:
-    """Return an endpoint URL option, checked to be http(s) with a host; raise ValueError."""
+    """Return an S3 endpoint URL option, checked as the store checks MODELCONV_S3_ENDPOINT.
+
+    Raise ValueError when the URL is not http(s) with a host, or has credentials, a query or
+    a fragment.
+    """
+    from ..store import endpoint_url_problem, redact_url
+
     if url is None:
         return None
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{option} {url!r}: expected an http:// or https:// URL with a host")
+    problem = endpoint_url_problem(url)
+    if problem:
+        raise ValueError(f"{option} {redact_url(url)!r} {problem}")
+    return url
+
+
+def _store_option(url: Optional[str]) -> Optional[str]:
+    """Return the --store URL, checked with the store's own parsing; raise ValueError."""
+    from ..errors import ConversionError
+    from ..store import check_store_url
+
+    if url is None:
+        return None
+    try:
+        check_store_url(url)
+    except ConversionError as error:
+        raise ValueError(f"--store: {error.message}") from None
     return url
 
 
@@ -223,9 +242,9 @@ def operator_config(args: argparse.Namespace):
     return OperatorConfig(
         stage_image=args.stage_image or DEFAULT_STAGE_IMAGE,
         stage_command=_stage_command(args.stage_command),
-        store=args.store,
+        store=_store_option(args.store),
         store_secret=args.store_secret,
-        s3_endpoint=args.s3_endpoint,
+        s3_endpoint=_endpoint_option("--s3-endpoint", args.s3_endpoint),
         presign_endpoint=_endpoint_option("--presign-endpoint", args.presign_endpoint),
         stage_env=_stage_env(args.stage_env),
         stage_service_account=_object_name("--stage-service-account",

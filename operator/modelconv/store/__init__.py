@@ -30,6 +30,8 @@ from ..errors import INTEGRITY_FAILED, INVALID_ARGUMENT, ConversionError
 
 # S3 allows 1024 bytes per key; the store root is part of it.
 MAX_KEY_LENGTH = 900
+# S3 bucket names: 3 to 63 lowercase letters, digits, dots and hyphens.
+BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Read size for hashing and copying files.
 CHUNK_SIZE = 1024 * 1024
 # Query parameters that carry credentials in presigned or token-bearing URLs.
@@ -184,6 +186,58 @@ def open_store(url: str) -> Store:
         from .s3 import S3Store  # boto3 loads only when an S3 store is used.
 
         return S3Store.from_url(url)
+    from .folder import FolderStore
+
+    return FolderStore(Path(local_store_path(url)))
+
+
+def check_store_url(url: str) -> None:
+    """Raise `ConversionError(InvalidArgument)` when `open_store` would reject `url`.
+
+    Unlike `open_store`, it reads no environment variable and imports no S3 client, so
+    command line checks can call it before anything starts.
+    """
+    if url.startswith("s3://"):
+        split_s3_url(url)
+    else:
+        local_store_path(url)
+
+
+def split_s3_url(url: str) -> tuple[str, str]:
+    """Return the bucket and the prefix (without outer slashes) of an `s3://` store URL.
+
+    Raises `ConversionError(InvalidArgument)` for a missing or invalid bucket name or an
+    unsafe prefix.
+    """
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    if not bucket:
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            f"{url!r} names no bucket: give s3://BUCKET or s3://BUCKET/PREFIX",
+        )
+    if not BUCKET_PATTERN.match(bucket):
+        raise ConversionError(
+            INVALID_ARGUMENT,
+            f"invalid bucket name {bucket!r} in {redact_url(url)}: S3 bucket names have 3 "
+            "to 63 lowercase letters, digits, dots and hyphens",
+        )
+    if prefix:
+        try:
+            check_key(prefix)
+        except ValueError as error:
+            raise ConversionError(
+                INVALID_ARGUMENT, f"invalid prefix in {redact_url(url)}: {error}"
+            ) from None
+    return bucket, prefix
+
+
+def local_store_path(url: str) -> str:
+    """Return the folder path of a `file://` URL or a plain path.
+
+    Raises `ConversionError(InvalidArgument)` for a file:// URL with a host, a URL of
+    another scheme, or an empty location.
+    """
     if url.startswith("file:"):
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
@@ -203,9 +257,27 @@ def open_store(url: str) -> Store:
         path = url
     if not path:
         raise ConversionError(INVALID_ARGUMENT, "the store location is empty")
-    from .folder import FolderStore
+    return path
 
-    return FolderStore(Path(path))
+
+def endpoint_url_problem(url: str) -> Optional[str]:
+    """Return why `url` cannot be an S3 endpoint URL, or None when it can.
+
+    A usable endpoint is http(s)://HOST[:PORT][/PATH]. The text returned follows the name
+    of the setting, as in "MODELCONV_S3_ENDPOINT='x' is not a valid endpoint URL: ...".
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        return "is not a valid endpoint URL: give http://HOST:PORT or https://HOST"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return ("has credentials, a query or a fragment: give only"
+                " http(s)://HOST[:PORT][/PATH], and credentials in AWS_ACCESS_KEY_ID and"
+                " AWS_SECRET_ACCESS_KEY")
+    return None
 
 
 def check_key(key: str) -> str:

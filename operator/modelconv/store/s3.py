@@ -28,12 +28,10 @@ import hashlib
 import logging
 import os
 import random
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Optional
-from urllib.parse import urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -50,14 +48,15 @@ from . import (
     digest_bytes,
     decode_json,
     encode_json,
+    endpoint_url_problem,
     redact_url,
+    split_s3_url,
 )
 from .s3_failures import classify, error_code, status_code
 from .s3_multipart import upload_multipart
 
 log = logging.getLogger(__name__)
 
-BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 MIB = 1024 * 1024
 # Attempts of one compare-and-swap of a JSON document before giving up, and the first
 # backoff in seconds (doubled per attempt, with full jitter, at most one second).
@@ -116,23 +115,10 @@ def _endpoint_url(environ: Mapping[str, str]) -> Optional[str]:
     text = environ.get("MODELCONV_S3_ENDPOINT") or None
     if text is None:
         return None
-    try:
-        parts = urlsplit(text)
-        parts.port  # raises ValueError for a port that is not a number
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    problem = endpoint_url_problem(text)
+    if problem:
         raise ConversionError(
-            INVALID_ARGUMENT,
-            f"MODELCONV_S3_ENDPOINT={redact_url(text)!r} is not a valid endpoint URL: give"
-            " http://HOST:PORT or https://HOST",
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConversionError(
-            INVALID_ARGUMENT,
-            f"MODELCONV_S3_ENDPOINT={redact_url(text)!r} has credentials, a query or a"
-            " fragment: give only http(s)://HOST[:PORT][/PATH], and credentials in"
-            " AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            INVALID_ARGUMENT, f"MODELCONV_S3_ENDPOINT={redact_url(text)!r} {problem}"
         )
     return text
 
@@ -149,26 +135,7 @@ class S3Store(Store):
 
     @classmethod
     def from_url(cls, url: str, settings: Optional[S3Settings] = None) -> "S3Store":
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        prefix = prefix.strip("/")
-        if not bucket:
-            raise ConversionError(
-                INVALID_ARGUMENT,
-                f"{url!r} names no bucket: give s3://BUCKET or s3://BUCKET/PREFIX",
-            )
-        if not BUCKET_PATTERN.match(bucket):
-            raise ConversionError(
-                INVALID_ARGUMENT,
-                f"invalid bucket name {bucket!r} in {redact_url(url)}: S3 bucket names have 3 "
-                "to 63 lowercase letters, digits, dots and hyphens",
-            )
-        if prefix:
-            try:
-                check_key(prefix)
-            except ValueError as error:
-                raise ConversionError(
-                    INVALID_ARGUMENT, f"invalid prefix in {redact_url(url)}: {error}"
-                ) from None
+        bucket, prefix = split_s3_url(url)
         return cls(bucket, prefix, settings)
 
     def describe(self) -> str:
