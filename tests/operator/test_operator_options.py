@@ -82,6 +82,29 @@ def test_invalid_store_options_exit_with_one_line(argv):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("option, value", [
+    ("--metrics-port", "70000"),
+    ("--metrics-port", "80.5"),
+    ("--health-port", "-1"),
+    ("--health-port", "65536"),
+])
+def test_out_of_range_port_exits_with_code_2(option, value):
+    result = subprocess.run([MODELCONV, "operator", f"{option}={value}"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert f"argument {option}: invalid port '{value}'" in last_line
+    assert "from 0 to 65535" in last_line
+    assert "Traceback" not in result.stderr
+
+
+def test_port_bounds_are_accepted():
+    args = build_parser().parse_args(["operator", "--metrics-port", "0",
+                                      "--health-port", "65535"])
+    assert args.metrics_port == 0
+    assert args.health_port == 65535
+
+
 def test_in_cluster_server_from_service_env(monkeypatch):
     import kopf
 

@@ -146,12 +146,12 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("process")
-    group.add_argument("--metrics-port", type=int, default=9090, metavar="PORT",
+    group.add_argument("--metrics-port", type=_port_number, default=9090, metavar="PORT",
                        help="port of the Prometheus /metrics endpoint, 0 to turn it off "
                             "(default: %(default)s)")
     group.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDRESS",
                        help="address the metrics endpoint listens on (default: %(default)s)")
-    group.add_argument("--health-port", type=int, default=8080, metavar="PORT",
+    group.add_argument("--health-port", type=_port_number, default=8080, metavar="PORT",
                        help="port of the /healthz endpoint, 0 to turn it off "
                             "(default: %(default)s)")
     group.add_argument("--health-address", default="0.0.0.0", metavar="ADDRESS",
@@ -160,6 +160,19 @@ def _add_process_options(parser: argparse.ArgumentParser) -> None:
                        help="log line format (default: %(default)s)")
     group.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                        default="info", help="log level (default: %(default)s)")
+
+
+def _port_number(text: str) -> int:
+    """Parse a TCP port option from 0 to 65535, or raise argparse.ArgumentTypeError."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected a whole number from 0 to 65535 (0 turns the "
+            "endpoint off)")
+    return port
 
 
 def _stage_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -189,7 +202,7 @@ def _endpoint_option(option: str, url: Optional[str]) -> Optional[str]:
 
 
 def _store_option(url: Optional[str]) -> Optional[str]:
-    """Return the --store URL, checked with the store's own parsing; raise ValueError."""
+    """Return the --store URL, or raise ValueError when the store's own parsing rejects it."""
     from ..errors import ConversionError
     from ..store import check_store_url
 
