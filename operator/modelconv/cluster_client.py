@@ -243,10 +243,20 @@ class _translated:
         if isinstance(error, ApiException):
             raise _api_error(error, self.action, self.namespace, self.name) from error
         if isinstance(error, (HTTPError, OSError)):
-            raise ClusterError(API_UNREACHABLE, (
-                f"cannot reach the API server to {self.action} {RESOURCE} "
-                f"{self.namespace}/{self.name}: {_first_line(error)}"), transient=True) from error
+            raise unreachable_error(
+                f"{self.action} {RESOURCE} {self.namespace}/{self.name}", error) from error
         return False
+
+
+def unreachable_error(action: str, error: BaseException) -> ClusterError:
+    """Return the transient ApiServerUnreachable error for a connection failure.
+
+    `action` completes "cannot reach the API server to ...", and the message ends with the
+    first line of `error`, which names the server's host and port.
+    """
+    return ClusterError(API_UNREACHABLE,
+                        f"cannot reach the API server to {action}: {_first_line(error)}",
+                        transient=True)
 
 
 def _first_line(error: BaseException) -> str:

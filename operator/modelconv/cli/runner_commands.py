@@ -84,6 +84,9 @@ def _register_runners(subparsers: argparse._SubParsersAction) -> None:
 
 def run_agent(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from ..cluster_client import unreachable_error
 
     from ..runner.agent import Agent
     from ..runner.backends import BackendUnavailable, backend_named
@@ -125,6 +128,12 @@ def run_agent(args: argparse.Namespace) -> int:
     except ApiException as error:
         print(f"modelconv agent: registering runner {settings.name} in namespace "
               f"{settings.namespace} failed: {describe_api_error(error)}", file=sys.stderr)
+        return EXIT_FAILED
+    # urllib3 raises HTTPError subclasses when the connection fails (refused, TLS, timeout).
+    except HTTPError as error:
+        failure = unreachable_error(
+            f"serve namespace {settings.namespace} as runner {settings.name}", error)
+        print(f"modelconv agent: {failure.reason}: {failure.message}", file=sys.stderr)
         return EXIT_FAILED
     except NotFound:
         print(f"modelconv agent: namespace {settings.namespace} not found: create it, or "
@@ -201,6 +210,9 @@ def _configure_logging(log_format: str, debug: bool) -> None:
 
 def list_runners(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    from ..cluster_client import unreachable_error
 
     from ..runner.kube import api_client
     from ..runner.pool_view import pool_rows, render_table
@@ -215,6 +227,11 @@ def list_runners(args: argparse.Namespace) -> int:
     except ApiException as error:
         print(f"modelconv runners: listing namespace {args.namespace} failed: "
               f"{error.status} {error.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    # urllib3 raises HTTPError subclasses when the connection fails (refused, TLS, timeout).
+    except HTTPError as error:
+        failure = unreachable_error(f"list the runners in namespace {args.namespace}", error)
+        print(f"modelconv runners: {failure.reason}: {failure.message}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         client.close()

@@ -6,7 +6,8 @@ is how the loser of a claim race learns it lost) and `NotFound` (404: the object
 `ApiException` propagates to the caller's retry policy.
 
 The kubernetes client logs request and response bodies at DEBUG level, and a check's spec
-contains presigned URLs, so `quiet_client_loggers()` caps those loggers at INFO.
+contains presigned URLs, so `quiet_client_loggers()` caps those loggers at INFO, and
+urllib3's at ERROR.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ def quiet_client_loggers() -> None:
     """Keep the HTTP client loggers at INFO or above, whatever the root level."""
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    # urllib3 2.x logs each retry at WARNING with the request path and query string, so a
+    # retried download would log a presigned URL's signature. The agent logs the final error.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 # Fixes for the API errors that retrying does not cure, by HTTP status.
