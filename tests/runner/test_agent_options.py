@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 MODELCONV = str(Path(sys.executable).parent / "modelconv")
@@ -72,3 +73,50 @@ def test_runners_unreachable_api_server_exits_1(tmp_path):
                            "server to list the runners in namespace pool: "), line
     assert "127.0.0.1" in line
     assert result.stdout == ""
+
+
+# --- --workdir ------------------------------------------------------------------------------
+
+
+def test_agent_workdir_that_is_a_file_exits_2(tmp_path):
+    file = tmp_path / "downloads"
+    file.write_text("not a folder")
+    result = run_modelconv(*agent_args(tmp_path, "--workdir", file))
+
+    line = only_line(result, 2)
+    assert line == (f"modelconv agent: --workdir {file} is not a folder: give a folder for the "
+                    "downloads of running checks")
+
+
+def test_agent_workdir_below_a_file_exits_2(tmp_path):
+    file = tmp_path / "downloads"
+    file.write_text("not a folder")
+    result = run_modelconv(*agent_args(tmp_path, "--workdir", file / "checks"))
+
+    line = only_line(result, 2)
+    assert line.startswith(f"modelconv agent: --workdir {file / 'checks'} cannot be used ("), line
+    assert "give a folder this user can create and write" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into folders without write bits")
+def test_agent_unwritable_workdir_exits_2(tmp_path):
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = run_modelconv(*agent_args(tmp_path, "--workdir", folder))
+    finally:
+        folder.chmod(0o755)
+
+    line = only_line(result, 2)
+    assert line.startswith(f"modelconv agent: --workdir {folder} cannot be used ("), line
+
+
+def test_agent_creates_missing_workdir(tmp_path):
+    workdir = tmp_path / "new" / "checks"
+    result = run_modelconv(*agent_args(tmp_path, "--workdir", workdir))
+
+    assert workdir.is_dir()
+    assert list(workdir.iterdir()) == []
+    # The check passed, so the agent went on to the (unreachable) API server.
+    assert "ApiServerUnreachable" in only_line(result, 1)

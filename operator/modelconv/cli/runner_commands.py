@@ -61,7 +61,8 @@ def _register_agent(subparsers: argparse._SubParsersAction) -> None:
                         help="Lease duration in seconds; renewed every third of it (default 30)")
     parser.add_argument("--drain-seconds", type=float, default=60.0,
                         help="seconds running checks get to finish after SIGTERM (default 60)")
-    parser.add_argument("--workdir", help="folder for downloads (default: a temporary folder)")
+    parser.add_argument("--workdir", help="folder for downloads, created if missing (default: a "
+                        "temporary folder)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="log line format (default text)")
     parser.set_defaults(func=run_agent)
@@ -162,11 +163,30 @@ def _agent_settings(args: argparse.Namespace):
     labels = {**detected_labels(), **parse_labels(args.labels)}
     # One folder per running check is created below it, and removed when the check ends.
     workdir = Path(args.workdir or Path(tempfile.gettempdir()) / f"modelconv-agent-{name}")
+    _check_workdir(workdir)
     return AgentSettings(
         name=name, namespace=args.namespace, labels=labels, workdir=workdir,
         concurrency=args.concurrency, lease_seconds=args.lease_seconds,
         drain_seconds=args.drain_seconds,
     )
+
+
+def _check_workdir(workdir: Path) -> None:
+    """Create `workdir` if needed, and raise ValueError unless this user can write there.
+
+    A file is created and removed there as the probe, because permission bits do not tell
+    the whole story (root, ACLs, read-only mounts).
+    """
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is not a folder: give a folder for the "
+                         "downloads of running checks")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as error:
+        raise ValueError(f"--workdir {workdir} cannot be used ({error.strerror or error}): "
+                         "give a folder this user can create and write") from None
 
 
 def _install_signal_handlers(agent) -> None:
