@@ -52,6 +52,19 @@ def test_options_become_the_operator_config():
     (["--s3-endpoint", "notaurl"], "--s3-endpoint 'notaurl' is not a valid endpoint URL"),
     (["--s3-endpoint", "http://127.0.0.1:9000/?x=1"], "--s3-endpoint .* has credentials, a query"),
     (["--stage-service-account", "Stage_Runner"], "expected a Kubernetes object name"),
+    (["--namespace", "Bad_NS"], "--namespace 'Bad_NS' is not a valid namespace name"),
+    (["--namespace", "a", "--namespace", "b.c"], "--namespace 'b.c' is not a valid namespace"),
+    (["--lease-namespace", "Bad_NS"], "--lease-namespace 'Bad_NS' is not a valid namespace"),
+    (["--lease-namespace", ""], "--lease-namespace '' is not a valid namespace name"),
+    (["--pool-namespace=-pool"], "--pool-namespace '-pool' is not a valid namespace name"),
+    (["--pool-namespace", "p" * 64], "is not a valid namespace name: use at most 63"),
+    (["--lease-name", "Leader"], "--lease-name 'Leader': expected a Kubernetes object name"),
+    (["--store-secret", "bad secret"], "--store-secret 'bad secret': expected a Kubernetes"),
+    (["--store-secret", ""], "--store-secret '': expected a Kubernetes object name"),
+    (["--stage-image", ""], "--stage-image must not be empty"),
+    (["--stage-image", " "], "--stage-image must not be empty"),
+    (["--stage-image", "modelconv stage"], "--stage-image 'modelconv stage' contains whitespace"),
+    (["--identity", ""], "--identity must not be empty"),
     (["--image-pull-grace", "0"], "--image-pull-grace 0.0: expected at least 5"),
     (["--recheck-interval", "-1"], "--recheck-interval -1.0: expected at least 1"),
     (["--backoff-limit", "-1"], "--backoff-limit -1: expected at least 0"),
@@ -59,6 +72,17 @@ def test_options_become_the_operator_config():
 def test_invalid_options_are_rejected(argv, message):
     with pytest.raises(ValueError, match=message):
         config_of(*argv)
+
+
+def test_valid_names_are_accepted():
+    config = config_of("--namespace", "team-a", "--lease-namespace", "ops",
+                       "--pool-namespace", "p" * 63, "--store-secret", "s3.credentials",
+                       "--stage-image", "registry.local:5000/stage:1", "--identity", "replica a")
+    assert config.namespaces == ("team-a",)
+    assert config.lease_namespace == "ops"
+    assert config.pool_namespace == "p" * 63
+    assert config.store_secret == "s3.credentials"
+    assert config.stage_image == "registry.local:5000/stage:1"
 
 
 def test_invalid_options_exit_with_code_2():

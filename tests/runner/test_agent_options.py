@@ -52,6 +52,24 @@ def agent_args(tmp_path: Path, *extra) -> list:
             "--kubeconfig", write_kubeconfig(tmp_path / "kubeconfig"), *extra]
 
 
+# --- namespace names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["agent", "runners"])
+@pytest.mark.parametrize("namespace", ["Bad_NS", "pool.a", "-pool", "", "p" * 64])
+def test_invalid_namespace_exits_2(tmp_path, command, namespace):
+    options = [f"--namespace={namespace}"]
+    if command == "agent":
+        options += ["--backend", "mil-reference", "--workdir", tmp_path / "work",
+                    "--kubeconfig", write_kubeconfig(tmp_path / "kubeconfig")]
+    result = run_modelconv(command, *options)
+
+    line = only_line(result, 2)
+    assert line.startswith(f"modelconv {command}: --namespace {namespace!r} is not a valid "
+                           "namespace name: "), line
+    assert result.stdout == ""
+
+
 # --- unreachable API server -----------------------------------------------------------------
 
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import shlex
 import sys
 from pathlib import Path
 from typing import Optional
 
 from ..errors import EXIT_BAD_INPUT
-
-# Names of Kubernetes objects such as ServiceAccounts: DNS subdomains (RFC 1123).
-_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+from .kube_names import check_namespace, check_object_name
 
 CRD_KINDS = ("modelconversion", "coremlcheck", "all")
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -91,7 +88,7 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pool-namespace", default=None, metavar="NAMESPACE",
                        help="namespace of the macOS runner pool, where the device stage creates "
                             "CoreMLChecks (default: the Lease namespace)")
-    group.add_argument("--identity", default="",
+    group.add_argument("--identity", default=None,
                        help="this replica's name in the Lease (default: HOSTNAME and a random "
                             "suffix)")
 
@@ -215,15 +212,24 @@ def _store_option(url: Optional[str]) -> Optional[str]:
     return url
 
 
-def _object_name(option: str, name: Optional[str]) -> Optional[str]:
-    """Return a Kubernetes object name option, checked as a DNS subdomain; raise ValueError."""
-    if name is None:
-        return None
-    if len(name) > 253 or not _DNS_SUBDOMAIN.fullmatch(name):
-        raise ValueError(f"{option} {name!r}: expected a Kubernetes object name (lowercase "
-                         "letters, digits, '-' and '.', starting and ending with a letter "
-                         "or digit)")
-    return name
+def _optional_name(check, option: str, name: Optional[str]) -> Optional[str]:
+    """Return None for an option that was not given, else `check(option, name)`."""
+    return None if name is None else check(option, name)
+
+
+def _not_blank(option: str, value: Optional[str]) -> Optional[str]:
+    """Return `value` unless it was given as an empty or whitespace-only string."""
+    if value is not None and not value.strip():
+        raise ValueError(f"{option} must not be empty: give a value or leave the option out")
+    return value
+
+
+def _stage_image(image: Optional[str]) -> Optional[str]:
+    _not_blank("--stage-image", image)
+    if image is not None and any(character.isspace() for character in image):
+        raise ValueError(f"--stage-image {image!r} contains whitespace: give an image "
+                         "reference such as registry.example.com/modelconv-stage:1.0")
+    return image
 
 
 def _stage_command(text: str) -> tuple[str, ...]:
@@ -251,17 +257,23 @@ def operator_config(args: argparse.Namespace):
             raise ValueError(f"{option} {value}: expected at least {minimum}")
     if not 0 < args.retry_period < args.renew_deadline < args.lease_duration:
         raise ValueError("expected 0 < --retry-period < --renew-deadline < --lease-duration")
-    lease_namespace = args.lease_namespace or _default_lease_namespace()
+    for namespace in args.namespaces:
+        check_namespace("--namespace", namespace)
+    check_object_name("--lease-name", args.lease_name)
+    _optional_name(check_namespace, "--pool-namespace", args.pool_namespace)
+    _not_blank("--identity", args.identity)
+    lease_namespace = _optional_name(check_namespace, "--lease-namespace", args.lease_namespace)
+    lease_namespace = lease_namespace or _default_lease_namespace()
     return OperatorConfig(
-        stage_image=args.stage_image or DEFAULT_STAGE_IMAGE,
+        stage_image=_stage_image(args.stage_image) or DEFAULT_STAGE_IMAGE,
         stage_command=_stage_command(args.stage_command),
         store=_store_option(args.store),
-        store_secret=args.store_secret,
+        store_secret=_optional_name(check_object_name, "--store-secret", args.store_secret),
         s3_endpoint=_endpoint_option("--s3-endpoint", args.s3_endpoint),
         presign_endpoint=_endpoint_option("--presign-endpoint", args.presign_endpoint),
         stage_env=_stage_env(args.stage_env),
-        stage_service_account=_object_name("--stage-service-account",
-                                           args.stage_service_account),
+        stage_service_account=_optional_name(check_object_name, "--stage-service-account",
+                                             args.stage_service_account),
         namespaces=tuple(args.namespaces),
         backoff_limit=args.backoff_limit,
         active_deadline_seconds=args.active_deadline,
@@ -296,7 +308,7 @@ def operator_command(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         health_port=args.health_port,
         health_address=args.health_address,
-        identity=args.identity,
+        identity=args.identity or "",
         log_format=args.log_format,
         log_level="debug" if args.debug else args.log_level,
     )

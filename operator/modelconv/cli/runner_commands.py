@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from ..runner.resource import BACKENDS, COREML
+from .kube_names import check_namespace
 
 log = logging.getLogger("modelconv.agent")
 
@@ -151,6 +152,7 @@ def _agent_settings(args: argparse.Namespace):
     from ..runner.backends.coreml import detected_labels
     from ..runner.pool import parse_labels
 
+    check_namespace("--namespace", args.namespace)
     name = args.name or socket.gethostname().split(".")[0].lower()
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
         raise ValueError(f"runner name {name!r} is invalid: use {NAME_PATTERN_HELP} (--name)")
@@ -233,10 +235,14 @@ def list_runners(args: argparse.Namespace) -> int:
     from urllib3.exceptions import HTTPError
 
     from ..cluster_client import unreachable_error
-
     from ..runner.kube import api_client
     from ..runner.pool_view import pool_rows, render_table
 
+    try:
+        check_namespace("--namespace", args.namespace)
+    except ValueError as error:
+        print(f"modelconv runners: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         client = api_client(args.kubeconfig, args.context)
     except Exception as error:  # kubeconfig errors come as several exception types
