@@ -44,6 +44,8 @@ def test_options_become_the_operator_config():
     (["--stage-env", "NOVALUE"], "expected NAME=VALUE"),
     (["--lease-duration", "5", "--renew-deadline", "10"], "--retry-period < --renew-deadline"),
     (["--stage-command", ""], "must not be empty"),
+    (["--stage-command", 'a "b'], "--stage-command 'a \"b' is not a valid shell line"),
+    (["--stage-command", "modelconv \\"], "is not a valid shell line"),
     (["--presign-endpoint", "minio.example.com:9000"], "is not a valid endpoint URL"),
     (["--store", "http://x/y"], "--store: unsupported store URL http://x/y: use s3://"),
     (["--store", "s3://"], "--store: 's3://' names no bucket: give s3://BUCKET"),

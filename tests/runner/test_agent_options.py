@@ -70,6 +70,48 @@ def test_invalid_namespace_exits_2(tmp_path, command, namespace):
     assert result.stdout == ""
 
 
+# --- kubeconfig -----------------------------------------------------------------------------
+
+
+def command_args(command: str, tmp_path: Path) -> list:
+    if command == "agent":
+        return ["agent", "-n", "pool", "--backend", "mil-reference", "--workdir",
+                tmp_path / "work"]
+    return ["runners", "-n", "pool"]
+
+
+@pytest.mark.parametrize("command", ["agent", "runners"])
+def test_missing_kubeconfig_option_names_the_file(tmp_path, command):
+    missing = tmp_path / "absent-kubeconfig"
+    result = run_modelconv(*command_args(command, tmp_path), "--kubeconfig", missing)
+
+    line = only_line(result, 2)
+    assert line.startswith(f"modelconv {command}: KubeconfigNotFound: no kubeconfig at "
+                           f"{missing}: "), line
+    assert "--kubeconfig" in line
+    assert "KUBECONFIG" in line
+
+
+@pytest.mark.parametrize("command", ["agent", "runners"])
+def test_missing_kubeconfig_variable_names_the_file(tmp_path, command):
+    missing = tmp_path / "absent-kubeconfig"
+    result = run_modelconv(*command_args(command, tmp_path), env={"KUBECONFIG": str(missing)})
+
+    line = only_line(result, 2)
+    assert f"KubeconfigNotFound: no kubeconfig at {missing}: " in line
+
+
+@pytest.mark.parametrize("command", ["agent", "runners"])
+def test_unknown_context_lists_the_defined_ones(tmp_path, command):
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig")
+    result = run_modelconv(*command_args(command, tmp_path), "--kubeconfig", kubeconfig,
+                           "--context", "elsewhere")
+
+    line = only_line(result, 2)
+    assert f"ContextNotFound: context 'elsewhere' is not in the kubeconfig ({kubeconfig})" in line
+    assert "defined contexts: test" in line
+
+
 # --- unreachable API server -----------------------------------------------------------------
 
 

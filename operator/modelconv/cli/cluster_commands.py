@@ -233,7 +233,11 @@ def _stage_image(image: Optional[str]) -> Optional[str]:
 
 
 def _stage_command(text: str) -> tuple[str, ...]:
-    command = tuple(shlex.split(text))
+    try:
+        command = tuple(shlex.split(text))
+    except ValueError as error:  # an unclosed quote or a trailing backslash
+        raise ValueError(f"--stage-command {text!r} is not a valid shell line ({error}): "
+                         "close the quotes, or escape a literal quote with a backslash") from None
     if not command:
         raise ValueError("--stage-command must not be empty")
     return command

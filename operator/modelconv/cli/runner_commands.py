@@ -88,11 +88,10 @@ def run_agent(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from ..cluster_client import unreachable_error
-
+    from ..cluster_client import ClusterError, connect, unreachable_error
     from ..runner.agent import Agent
     from ..runner.backends import BackendUnavailable, backend_named
-    from ..runner.kube import NotFound, api_client, describe_api_error
+    from ..runner.kube import NotFound, describe_api_error
     from ..runner.lease import RunnerNameTaken
 
     try:
@@ -107,10 +106,10 @@ def run_agent(args: argparse.Namespace) -> int:
         print(f"modelconv agent: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        client = api_client(args.kubeconfig, args.context)
-    except Exception as error:  # kubeconfig errors come as several exception types
-        print(f"modelconv agent: cannot load the kubeconfig: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        client = connect(args.kubeconfig, args.context).api_client
+    except ClusterError as error:
+        print(f"modelconv agent: {error.reason}: {error.message}", file=sys.stderr)
+        return error.exit_code
     _configure_logging(args.log_format, getattr(args, "debug", False))
     agent = Agent(settings, client, backend)
     _install_signal_handlers(agent)
@@ -234,8 +233,7 @@ def list_runners(args: argparse.Namespace) -> int:
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    from ..cluster_client import unreachable_error
-    from ..runner.kube import api_client
+    from ..cluster_client import ClusterError, connect, unreachable_error
     from ..runner.pool_view import pool_rows, render_table
 
     try:
@@ -244,10 +242,10 @@ def list_runners(args: argparse.Namespace) -> int:
         print(f"modelconv runners: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        client = api_client(args.kubeconfig, args.context)
-    except Exception as error:  # kubeconfig errors come as several exception types
-        print(f"modelconv runners: cannot load the kubeconfig: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        client = connect(args.kubeconfig, args.context).api_client
+    except ClusterError as error:
+        print(f"modelconv runners: {error.reason}: {error.message}", file=sys.stderr)
+        return error.exit_code
     try:
         rows = pool_rows(client, args.namespace)
     except ApiException as error:
