@@ -131,6 +131,16 @@ def test_port_bounds_are_accepted():
     assert args.health_port == 65535
 
 
+def test_help_documents_lease_exit_code():
+    # run_operator exits with 2 on a 403 or 404 for its Lease (test_operator_restarts).
+    result = subprocess.run([MODELCONV, "operator", "--help"], capture_output=True, text=True)
+    help_text = " ".join(result.stdout.split())
+    assert result.returncode == 0
+    assert "2 invalid options, or the Lease namespace is missing or forbidden" in help_text
+    docs = (Path(__file__).parents[2] / "docs" / "operator.md").read_text(encoding="utf-8")
+    assert "| 2 | invalid options (one line names the option), or the Lease namespace" in docs
+
+
 def test_in_cluster_server_from_service_env(monkeypatch):
     import kopf
 

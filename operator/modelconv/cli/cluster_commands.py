@@ -2,7 +2,8 @@
 
 `operator` imports Kopf and the controller only when it runs, and never the ML stack.
 Exit codes of `operator`: 0 stopped by a signal, 1 leadership lost or a fatal error,
-2 invalid options.
+2 invalid options or an unusable Lease namespace (403 or 404 on the Lease). Both causes of
+code 2 need a change of the deployment, so a restart would not help.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def register(subparsers) -> None:
             "Watch ModelConversion resources and run each pipeline stage as a Job. Replicas"
             " elect a leader through a Lease; only the leader reconciles. Exit codes: 0"
             " stopped by SIGTERM or SIGINT, 1 leadership lost or a fatal error, 2 invalid"
-            " options."
+            " options, or the Lease namespace is missing or forbidden (403 or 404 on the"
+            " Lease)."
         ),
     )
     _add_cluster_options(operator)
