@@ -3,7 +3,8 @@
 Every replica serves /healthz and /metrics and competes for the Lease, and only the leader
 runs Kopf. A leader that cannot renew its Lease stops Kopf and exits with code 1, so that
 its restart comes back as a standby. On SIGTERM or SIGINT it stops Kopf, releases the Lease
-and exits with 0.
+and exits with 0. A Lease namespace it cannot use (403 or 404) ends with one log line and
+code 2, since only a change of its options or rights helps.
 """
 
 from __future__ import annotations
