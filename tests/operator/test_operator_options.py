@@ -42,6 +42,8 @@ def test_options_become_the_operator_config():
 
 @pytest.mark.parametrize("argv, message", [
     (["--stage-env", "NOVALUE"], "expected NAME=VALUE"),
+    (["--stage-env", "MODELCONV_S3_ENDPOINT=http://127.0.0.1:9000"],
+     "the operator sets MODELCONV_S3_ENDPOINT on stage Jobs itself"),
     (["--lease-duration", "5", "--renew-deadline", "10"], "--retry-period < --renew-deadline"),
     (["--stage-command", ""], "must not be empty"),
     (["--stage-command", 'a "b'], "--stage-command 'a \"b' is not a valid shell line"),

@@ -175,11 +175,18 @@ def _port_number(text: str) -> int:
 
 
 def _stage_env(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    from ..controller.jobs import OPERATOR_STAGE_ENV
+
     env = []
     for pair in pairs:
         name, separator, value = pair.partition("=")
         if not separator or not name:
             raise ValueError(f"--stage-env {pair!r}: expected NAME=VALUE")
+        if name in OPERATOR_STAGE_ENV:
+            raise ValueError(
+                f"--stage-env {name}: the operator sets {name} on stage Jobs itself, and its"
+                " value would win. Set the S3 endpoint with --s3-endpoint."
+            )
         env.append((name, value))
     return tuple(env)
 
