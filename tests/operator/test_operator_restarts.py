@@ -8,6 +8,8 @@ leader dies or steps down.
 
 from __future__ import annotations
 
+import secrets
+
 from operator_harness import apply, conversion, jobs_of, stage_of, wait_for_condition, wait_for_job
 from testenv.api import ApiError, KubeAPI
 from testenv.processes import wait_until
@@ -139,4 +141,17 @@ def test_unusable_lease_namespace_exits_2(operators):
     assert operator.popen.returncode == 2, log
     assert "cannot take the Lease absent-lease-namespace/" in log
     assert "403" in log
+    assert "Traceback" not in log
+
+
+def test_namespace_without_rights_exits_2(operators):
+    # The operator's ServiceAccount has rules in its own namespace only.
+    unwatched = f"unwatched-{secrets.token_hex(4)}"
+    operator = operators.start("replica-a", "--namespace", unwatched)
+    wait_until(lambda: not operator.running(), 60, "the operator to exit")
+    log = operator.log_text()
+    assert operator.popen.returncode == 2, log
+    assert f"the operator may not list modelconversions in namespace {unwatched}" in log
+    assert f"may not list jobs in namespace {unwatched}" in log
+    assert f"may not list modelconversions in namespace {operators.namespace}" not in log
     assert "Traceback" not in log

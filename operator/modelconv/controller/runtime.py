@@ -3,8 +3,9 @@
 Every replica serves /healthz and /metrics and competes for the Lease, and only the leader
 runs Kopf. A leader that cannot renew its Lease stops Kopf and exits with code 1, so that
 its restart comes back as a standby. On SIGTERM or SIGINT it stops Kopf, releases the Lease
-and exits with 0. A Lease namespace it cannot use (403 or 404) ends with one log line and
-code 2, since only a change of its options or rights helps.
+and exits with 0. A Lease namespace it cannot use (403 or 404), or a watched resource it may
+not list, ends with one log line each and code 2, since only a change of its options or
+rights helps.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from aiohttp import web
 
 from .config import OperatorConfig
 from .handlers import build_registry, operator_settings
+from ..crd import PLURAL, VERSION
 from ..errors import EXIT_BAD_INPUT
+from ..spec import API_GROUP
 from .kube import ApiError, KubeClient, login
 from .leader import LeaderElector
 from .metrics import OperatorMetrics
@@ -109,6 +112,38 @@ def _lease_failure(config: OperatorConfig, error: Exception) -> int:
     return 1
 
 
+# The resources Kopf watches (see handlers.build_registry), by the API path of their kind.
+WATCHED = ((f"/apis/{API_GROUP}/{VERSION}", PLURAL), ("/apis/batch/v1", "jobs"),
+           ("/api/v1", "pods"))
+
+
+async def missing_watch_rights(kube: KubeClient, config: OperatorConfig) -> list[str]:
+    """Return a line for each watched resource that the operator cannot list.
+
+    Kopf retries a watch that fails with 403 or 404 forever, logging a stack trace each
+    time, so the leader checks once before it starts Kopf.
+    """
+    scopes = [(f"namespaces/{namespace}/", f"namespace {namespace}")
+              for namespace in config.namespaces] or [("", "all namespaces")]
+    problems = []
+    for base, plural in WATCHED:
+        for scope, where in scopes:
+            try:
+                await kube.get(f"{base}/{scope}{plural}", limit=1)
+            except ApiError as error:
+                if error.not_found and plural == PLURAL:
+                    problems.append("the API server does not serve ModelConversions: apply "
+                                    "crds/modelconversion.yaml (the chart installs it)")
+                    break
+                if error.status != 403:
+                    raise
+                problems.append(
+                    f"the operator may not list {plural} in {where} (403): grant its "
+                    "ServiceAccount the rules in docs/operator.md (the chart's ClusterRole "
+                    "has them), or watch only namespaces where it has them with --namespace")
+    return problems
+
+
 async def run_operator(config: OperatorConfig, options: ProcessOptions) -> int:
     """Run until stopped; return the process exit code."""
     kube = KubeClient(lambda: login(options.kubeconfig))
@@ -142,6 +177,12 @@ async def run_operator(config: OperatorConfig, options: ProcessOptions) -> int:
                 return 0
         except (ApiError, OSError) as error:
             return _lease_failure(config, error)
+        problems = await missing_watch_rights(kube, config)
+        if problems:
+            for problem in problems:
+                log.error("%s", problem)
+            await elector.release()
+            return EXIT_BAD_INPUT
         controller = Controller(config, kube, ResultReader(), metrics, post_event)
         code = await _lead(controller, config, elector, stop, options)
         if code == 0:
