@@ -8,7 +8,7 @@ from new_user_runs import run_modelconv
 
 # The keys docs/run.md lists for the `--output json` document.
 DOCUMENTED_KEYS = {
-    "succeeded", "outcome", "exit_code", "reason", "message", "name", "model", "version",
+    "succeeded", "outcome", "exit_code", "reason", "message", "file", "name", "model", "version",
     "store", "stages", "skipped", "release", "report", "workdir",
 }
 

@@ -206,7 +206,7 @@ def run_command(args: argparse.Namespace) -> int:
         _write_junit(outcome, args.junit)
 
     if args.output == "json":
-        print(json.dumps(outcome_document(outcome), indent=2))
+        print(json.dumps(outcome_document(outcome, args.file), indent=2))
     if outcome.internal_error is not None:
         _print_internal_error(outcome.internal_error, args.debug)
     elif args.output == "json" and not outcome.succeeded:
@@ -368,8 +368,8 @@ def _print_internal_error(error: BaseException, debug: bool) -> None:
     )
 
 
-def outcome_document(outcome) -> dict:
-    """Return the `--output json` document of a run."""
+def outcome_document(outcome, file: str) -> dict:
+    """Return the `--output json` document of a run of the spec `file`."""
     report_dir: Optional[Path] = outcome.report_dir if outcome.workdir_kept else None
     release = outcome.release
     return {
@@ -378,6 +378,7 @@ def outcome_document(outcome) -> dict:
         "exit_code": outcome.exit_code,
         "reason": outcome.reason,
         "message": outcome.message,
+        "file": file,
         "name": outcome.conversion.metadata.name,
         "model": outcome.conversion.spec.publish.model,
         "version": outcome.conversion.spec.publish.version,
