@@ -294,6 +294,8 @@ def test_missing_source_exits_2_and_keeps_the_report(conversion_file, tmp_path):
     assert str(missing) in document["message"]
     assert "Traceback" not in process.stderr
     assert not (tmp_path / "releases" / "tiny-linear").exists()
+    # The store check created the store folder; the failed run removes it again.
+    assert not (tmp_path / "releases").exists()
     report = json.loads((workdir / "report.json").read_text())
     assert report["reason"] == "SourceNotFound"
     assert "Failed: SourceNotFound" in (workdir / "report.html").read_text()
@@ -364,3 +366,12 @@ def test_version_prints_package_version():
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout == f"modelconv {pyproject['project']['version']}\n"
+
+
+def test_failed_run_keeps_an_existing_store_folder(conversion_file, tmp_path):
+    store = tmp_path / "releases"
+    store.mkdir()
+    spec = conversion_file(source={"torchscript": {"uri": str(tmp_path / "absent.pt")}})
+    process = run_cli("run", spec, "--store", store)
+    assert process.returncode == 2
+    assert store.is_dir()

@@ -198,6 +198,7 @@ def run_pipeline(
                          skipped=skipped_stages(conversion.spec))
 
     observer.run_started(displayed_stages(outcome.skipped), outcome.skipped)
+    new_store_folders = _missing_folders(store_url)
     try:
         refusal = _guarded(outcome, "publish", lambda: check_release_absent(conversion))
         if refusal is not None:
@@ -214,8 +215,34 @@ def run_pipeline(
         raise
     finally:
         _finish(outcome, keep_workdir, temporary)
+        if outcome.release is None:
+            _remove_empty(new_store_folders)
     observer.run_finished(outcome)
     return outcome
+
+
+def _missing_folders(store_url: str) -> list[Path]:
+    """Return the folders of a folder store's path that do not exist yet, deepest first.
+
+    The store check creates them, so a run that then fails would leave them empty.
+    """
+    if store_url.startswith("s3://"):
+        return []
+    folders = []
+    folder = Path(store_url.removeprefix("file://")).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folders.append(folder)
+        folder = folder.parent
+    return folders
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each folder, deepest first, until one is missing or not empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def check_workdir(path: Path) -> None:
