@@ -139,8 +139,10 @@ def test_help_documents_lease_exit_code():
     help_text = " ".join(result.stdout.split())
     assert result.returncode == 0
     assert "2 invalid options, or the Lease namespace is missing or forbidden" in help_text
+    assert "or the leader may not list the resources it watches" in help_text
     docs = (Path(__file__).parents[2] / "docs" / "operator.md").read_text(encoding="utf-8")
-    assert "| 2 | invalid options (one line names the option), or the Lease namespace" in docs
+    assert "| 2 | invalid options (one line names the option); the Lease namespace" in docs
+    assert "the operator may not list ModelConversions, Jobs or Pods where it watches" in docs
 
 
 def test_in_cluster_server_from_service_env(monkeypatch):

@@ -43,7 +43,7 @@ def register(subparsers) -> None:
             " elect a leader through a Lease; only the leader reconciles. Exit codes: 0"
             " stopped by SIGTERM or SIGINT, 1 leadership lost or a fatal error, 2 invalid"
             " options, or the Lease namespace is missing or forbidden (403 or 404 on the"
-            " Lease)."
+            " Lease), or the leader may not list the resources it watches."
         ),
     )
     _add_cluster_options(operator)
