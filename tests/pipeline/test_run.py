@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from modelconv.errors import INVALID_ARGUMENT, ConversionError
 from modelconv.pipeline import run as pipeline_run
 from modelconv.pipeline.run import RunOutcome, run_pipeline
 from modelconv.release import publish_release
@@ -243,3 +244,12 @@ def test_unwritable_model_folder_fails_before_any_stage(immutable_model_folder):
     assert [result.stage for result in outcome.results] == ["publish"]
     assert outcome.reason == "AccessDenied"
     assert str(immutable_model_folder) in outcome.message
+
+
+def test_workdir_inside_folder_store_is_rejected(tmp_path):
+    store = tmp_path / "releases"
+    with pytest.raises(ConversionError) as failure:
+        run_pipeline(conversion(), store=str(store), workdir=store / "work")
+    assert failure.value.reason == INVALID_ARGUMENT
+    assert "overlap" in failure.value.message
+    assert not store.exists()

@@ -602,7 +602,7 @@ BAD_VERSIONS = ["..", "1/../../x", "1/2", "", "1..2", "v" * 200, ".hidden", "cha
                 "index.json", "Index.JSON"]
 
 
-def test_reserved_versions_are_the_store_entries_of_a_model() -> None:
+def test_reserved_versions_match_store_entries() -> None:
     assert RESERVED_VERSIONS == {INDEX_FILE, CHANNELS_FOLDER}
 
 

@@ -69,7 +69,7 @@ class RunOutcome:
     workdir_kept: bool = False
     # True once a stage has begun to write into the work directory.
     stage_started: bool = False
-    # True when Ctrl-C or SIGTERM stopped the run; the stages recorded before it may all have
+    # True when Ctrl-C or SIGTERM stopped the run, even if every stage recorded before it
     # succeeded.
     interrupted: bool = False
     # What stopped an interrupted run, for the report: "Ctrl-C" or "SIGTERM".
@@ -173,7 +173,8 @@ def run_pipeline(
     A failing stage, classified or not, ends the run with a failed result instead of raising.
     KeyboardInterrupt propagates with the outcome so far as its `outcome` attribute, and an
     error while writing the failure report propagates too. A `workdir` that contains other
-    files than an earlier run's raises ConversionError (InvalidArgument) before anything runs.
+    files than an earlier run's, or that overlaps a folder store, raises ConversionError
+    (InvalidArgument) before anything runs.
 
     The release goes to `store` (or the spec's, or `DEFAULT_STORE`). Stages work in
     `workdir`, which is kept, or else in a new temporary folder, which is removed after a
@@ -189,6 +190,7 @@ def run_pipeline(
     if workdir is not None:
         root = Path(workdir)
         check_workdir(root)
+        check_workdir_apart(root, store_url)
         root.mkdir(parents=True, exist_ok=True)
         (root / WORKDIR_MARKER).touch()
         keep_workdir = True

@@ -61,7 +61,7 @@ from .manifest import (
 
 log = logging.getLogger(__name__)
 
-# Differing files named in a VersionExists message; a condition message should stay short.
+# Differing files named in a VersionExists message, so that the condition message stays short.
 MAX_DIFFERENCES_SHOWN = 2
 
 
@@ -312,17 +312,17 @@ def _require_same_files(stored: StoredManifest, digests: dict[str, Digest], loca
         elif name not in published:
             differences.append(f"{name} is not in the published release")
         elif published[name] != digests[name]:
-            # Twelve hex digits tell two files apart; the full digests are in manifest.json.
+            # Twelve hex digits tell two files apart, and the full digests are in manifest.json.
             differences.append(
                 f"{name} differs (published sha256 {published[name].sha256[:12]}..., "
                 f"this publish {digests[name].sha256[:12]}...)"
             )
-    shown = "; ".join(differences[:MAX_DIFFERENCES_SHOWN])
+    listed = "; ".join(differences[:MAX_DIFFERENCES_SHOWN])
     if len(differences) > MAX_DIFFERENCES_SHOWN:
-        shown += f"; and {len(differences) - MAX_DIFFERENCES_SHOWN} more"
+        listed += f"; and {len(differences) - MAX_DIFFERENCES_SHOWN} more"
     raise ConversionError(
         VERSION_EXISTS,
-        f"{location} is already published with other files: {shown}. "
+        f"{location} is already published with other files: {listed}. "
         "Published versions are immutable: publish under a new version",
     )
 

@@ -75,7 +75,7 @@ CHECK_PENDING = "CheckPending"
 CHECK_RUNNING = "CheckRunning"
 # Failures that mean "no runner did the work", as opposed to "the model failed on a device".
 RUNNER_ABSENCE_REASONS = frozenset({NO_RUNNER_AVAILABLE, RUNNER_LOST, DEADLINE_EXCEEDED})
-# Reasons that say nothing about the model: no runner did the check, or the runner failed.
+# Reasons unrelated to the model: no runner did the check, or the runner itself failed.
 RUNNER_SIDE_REASONS = RUNNER_ABSENCE_REASONS | {RUNNER_ERROR}
 
 
